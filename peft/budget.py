@@ -1,0 +1,139 @@
+"""Trainable-parameter accounting for PT, DePT and ACCEPT, and the codebook budget solver.
+
+This is the single place where parameter counts are computed from shapes; the model wrappers,
+``train.py``, ``scripts/param_budget.py`` and the tests all use it.
+
+Notation (see the README): d = embedding width, m = prompt length, L = max input length,
+r = DePT rank, s = codebook sub-dimension, C = codewords per codebook, K = d / s subspaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PT_BUDGET_TOKENS = 100
+"""The paper's budget rule: the total never exceeds vanilla prompt tuning with 100 tokens."""
+
+
+def num_subspaces(dim: int, sub_dim: int, flag: str = "sub_dim") -> int:
+    """K = d / s; raise a ValueError naming ``flag`` when s does not divide d."""
+    if sub_dim < 1:
+        raise ValueError(f"--{flag} must be >= 1, got {sub_dim}.")
+    if dim % sub_dim != 0:
+        divisors = [s for s in range(1, dim + 1) if dim % s == 0]
+        raise ValueError(
+            f"--{flag} {sub_dim} does not divide the model width d={dim}; "
+            f"choose one of its divisors, e.g. {divisors[-8:]}."
+        )
+    return dim // sub_dim
+
+
+def codebook_params(num_rows: int, dim: int, sub_dim: int, codebook_size: int) -> int:
+    """Parameters of a codebook matrix: weights (n, K, C) + codebooks (K, C, s) = K*C*(n + s)."""
+    k = num_subspaces(dim, sub_dim)
+    return k * codebook_size * (num_rows + sub_dim)
+
+
+def prompt_params(num_virtual_tokens: int, dim: int) -> int:
+    """Dense prepended prompt: m x d."""
+    return num_virtual_tokens * dim
+
+
+def low_rank_params(max_length: int, dim: int, r: int) -> int:
+    """DePT's added update A (L x r) and B (r x d): r * (L + d)."""
+    return r * (max_length + dim)
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Trainable parameters per component of a prompt adapter (the head is for classifiers)."""
+
+    prepended: int
+    added: int
+    head: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prepended + self.added + self.head
+
+
+def count_adapter_params(
+    *,
+    dim: int,
+    num_virtual_tokens: int,
+    max_length: int = 0,
+    r: int = 0,
+    with_added: bool = True,
+    scpp: bool = False,
+    scap: bool = False,
+    sub_dim_scpp: int = 16,
+    codebook_size_scpp: int = 12,
+    sub_dim_scap: int = 32,
+    codebook_size_scap: int = 4,
+) -> ParamCount:
+    """Count trainable adapter parameters from the method's shapes (method.md section 6).
+
+    ``with_added`` is False for vanilla PT (no added side); for DePT/ACCEPT the added side is the
+    low-rank product A @ B (r may be 0) or SCAP when ``scap``.
+    """
+    if scpp:
+        prepended = codebook_params(num_virtual_tokens, dim, sub_dim_scpp, codebook_size_scpp)
+    else:
+        prepended = prompt_params(num_virtual_tokens, dim)
+    added = 0
+    if with_added:
+        if scap:
+            added = codebook_params(max_length, dim, sub_dim_scap, codebook_size_scap)
+        else:
+            added = low_rank_params(max_length, dim, r)
+    return ParamCount(prepended=prepended, added=added)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The paper's budget split: prepended side <= m*d, added side <= (100 - m)*d."""
+
+    prepended: int
+    added: int
+
+    @property
+    def total(self) -> int:
+        return self.prepended + self.added
+
+
+def paper_budget(dim: int, num_virtual_tokens: int, budget_tokens: int = PT_BUDGET_TOKENS) -> Budget:
+    """Budget of PT with ``budget_tokens`` tokens, split at m (ACCEPT README, defects A12)."""
+    if num_virtual_tokens > budget_tokens:
+        raise ValueError(
+            f"--prefix_length {num_virtual_tokens} exceeds the budget of {budget_tokens} prompt tokens."
+        )
+    return Budget(prepended=num_virtual_tokens * dim, added=(budget_tokens - num_virtual_tokens) * dim)
+
+
+@dataclass(frozen=True)
+class CodebookOption:
+    """One feasible (sub_dim, codebook_size) pair and its parameter count."""
+
+    sub_dim: int
+    codebook_size: int
+    params: int
+
+
+def feasible_codebooks(
+    num_rows: int, dim: int, budget: int, max_codebook_size: int | None = None
+) -> list[CodebookOption]:
+    """All (s, C) with s | d and the largest C that fits ``budget``, largest count first.
+
+    For each divisor s of d the codebook size is the largest C >= 1 with K*C*(n + s) <= budget
+    (parameter count grows linearly in C, so smaller C are dominated). Options that cannot fit even
+    C = 1 are skipped. Ties in the count are broken by smaller s (more subspaces) first.
+    """
+    options = []
+    for sub_dim in (s for s in range(1, dim + 1) if dim % s == 0):
+        per_codeword = (dim // sub_dim) * (num_rows + sub_dim)
+        size = budget // per_codeword
+        if max_codebook_size is not None:
+            size = min(size, max_codebook_size)
+        if size >= 1:
+            options.append(CodebookOption(sub_dim, size, size * per_codeword))
+    return sorted(options, key=lambda o: (-o.params, o.sub_dim))

@@ -1,0 +1,127 @@
+"""Shared fixtures: tiny random models built from configs, tokenizers, and the ../shared reference folder.
+
+Everything here works offline. Tests that need ../shared (real tokenizer, golden outputs, real data,
+released checkpoints) use the ``shared_dir`` fixture, which skips with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+# T5's model vocabulary (32128) is larger than its tokenizer (32100); tiny models keep the real size
+# so that the real tokenizer's ids fit.
+T5_VOCAB_SIZE = 32128
+
+
+def build_offline_t5_tokenizer():
+    """A small T5 (SentencePiece-unigram) tokenizer built in memory: letters, digits, punctuation."""
+    from transformers import T5Tokenizer
+
+    words = "sentence sentence1 sentence2 question premise hypothesis passage context answer text word".split()
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [(c, -3.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    vocab += [("\u2581" + w, -1.0) for w in words]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder; skips the test when it is not there (a user's fresh clone)."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip("../shared is not present (reference data for parity/integration tests)")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer():
+    """The real T5 tokenizer from ../shared when present, else the small offline one."""
+    from transformers import AutoTokenizer
+
+    real = SHARED_DIR / "t5-tokenizer"
+    if real.is_dir():
+        return AutoTokenizer.from_pretrained(str(real))
+    return build_offline_t5_tokenizer()
+
+
+def _save(model, tokenizer, path: Path) -> Path:
+    model.save_pretrained(str(path))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory, t5_tokenizer) -> Path:
+    """A tiny random T5 (d=32, 2+2 layers) with the T5 tokenizer, saved as a local model folder."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=max(T5_VOCAB_SIZE, len(t5_tokenizer)),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    model = T5ForConditionalGeneration(config)
+    return _save(model, t5_tokenizer, tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, t5_tokenizer) -> Path:
+    """A tiny random Llama (hidden 32, 2 layers) sharing the T5 tokenizer's vocabulary.
+
+    The tokenizer is the T5 one (no Llama tokenizer exists offline); decoder-only code must not
+    rely on BOS tokens or a particular tokenizer class.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=max(T5_VOCAB_SIZE, len(t5_tokenizer)),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=1,
+    )
+    model = LlamaForCausalLM(config)
+    return _save(model, t5_tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, t5_tokenizer) -> Path:
+    """A tiny random BERT sequence classifier (hidden 32, 2 layers, 2 labels)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=max(T5_VOCAB_SIZE, len(t5_tokenizer)),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        num_labels=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    model = BertForSequenceClassification(config)
+    return _save(model, t5_tokenizer, tmp_path_factory.mktemp("tiny-bert"))

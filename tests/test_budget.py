@@ -1,0 +1,42 @@
+"""Parameter formulas and the budget solver reproduce the paper's T5-base numbers."""
+
+import pytest
+
+from peft.budget import count_adapter_params, feasible_codebooks, num_subspaces, paper_budget
+
+
+def test_paper_t5_base_counts():
+    accept = count_adapter_params(
+        dim=768, num_virtual_tokens=60, max_length=256, r=30, scpp=True, sub_dim_scpp=32, codebook_size_scpp=20
+    )
+    assert (accept.prepended, accept.added, accept.total) == (44_160, 30_720, 74_880)
+    assert count_adapter_params(dim=768, num_virtual_tokens=100, with_added=False).total == 76_800
+    assert count_adapter_params(dim=768, num_virtual_tokens=60, max_length=256, r=30).total == 76_800
+    scap = count_adapter_params(
+        dim=768, num_virtual_tokens=60, max_length=256, scap=True, sub_dim_scap=256, codebook_size_scap=20
+    )
+    assert scap.added == 30_720
+
+
+@pytest.mark.parametrize(
+    ("m", "r", "length", "expected"),
+    [(40, 45, 256, 76_800), (80, 15, 256, 76_800), (60, 24, 512, 76_800), (60, 30, 348, 79_560)],
+)
+def test_released_dept_runs(m, r, length, expected):
+    assert count_adapter_params(dim=768, num_virtual_tokens=m, max_length=length, r=r).total == expected
+
+
+def test_budget_split_and_solver():
+    budget = paper_budget(768, 60)
+    assert (budget.prepended, budget.added) == (46_080, 30_720)
+    options = feasible_codebooks(60, 768, budget.prepended)
+    assert all(o.params <= budget.prepended for o in options)
+    assert options == sorted(options, key=lambda o: (-o.params, o.sub_dim))
+    assert any((o.sub_dim, o.codebook_size) == (8, 7) for o in options)  # an ACCEPT script setting
+    added = feasible_codebooks(256, 768, budget.added)
+    assert any((o.sub_dim, o.codebook_size, o.params) == (256, 20, 30_720) for o in added)
+
+
+def test_sub_dim_must_divide_width():
+    with pytest.raises(ValueError, match="--sub_dim_scpp 33 does not divide"):
+        num_subspaces(768, 33, flag="sub_dim_scpp")
