@@ -1,0 +1,35 @@
+"""Prompt tuning, DePT and ACCEPT (SCPP / SCAP) adapters for frozen HuggingFace models.
+
+Written for this project (not HuggingFace PEFT); it shadows an installed ``peft`` distribution and
+provides the names transformers' Trainer imports from it (``PeftModel``, ``PeftMixedModel``).
+"""
+
+from .budget import ParamCount
+from .config import BudgetWarning, PromptTuningConfig
+from .io import MissingAdapterTensorsWarning
+from .model import (
+    PeftMixedModel,
+    PeftModel,
+    PeftModelForCausalLM,
+    PeftModelForSeq2SeqLM,
+    PeftModelForSequenceClassification,
+    detect_model_family,
+    get_peft_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BudgetWarning",
+    "MissingAdapterTensorsWarning",
+    "ParamCount",
+    "PeftMixedModel",
+    "PeftModel",
+    "PeftModelForCausalLM",
+    "PeftModelForSeq2SeqLM",
+    "PeftModelForSequenceClassification",
+    "PromptTuningConfig",
+    "__version__",
+    "detect_model_family",
+    "get_peft_model",
+]

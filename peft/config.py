@@ -1,0 +1,224 @@
+"""Adapter configuration for PT, DePT and ACCEPT (SCPP / SCAP), serialised as ``adapter_config.json``.
+
+One dataclass covers every method; ``method_name`` says which one a config selects. Reads our own
+file and the original DePT/ACCEPT files (their extra fields are kept in ``extra_fields``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .budget import PT_BUDGET_TOKENS, count_adapter_params, num_subspaces
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "adapter_config.json"
+PEFT_TYPES = ("PROMPT_TUNING", "PROMPT_TUNING_LORA")
+TASK_TYPES = ("SEQ_2_SEQ_LM", "CAUSAL_LM", "SEQ_CLS")
+INIT_TYPES = ("RANDOM", "TEXT")
+DEFAULT_INIT_TEXT = "Classify this text is postive or not:"
+
+# Fields of the original configs that only steer the original loader or are unused there.
+_ORIGINAL_ONLY = (
+    "bias", "hidden_size", "inference_mode", "init_lora_weights", "load_lora_embedding_B",
+    "load_lora_embeddings", "num_attention_heads", "num_layers", "pretrain_init", "revision",
+    "save_lora_embeddings",
+)
+
+
+class BudgetWarning(UserWarning):
+    """The adapter has more trainable parameters than the paper's budget allows."""
+
+
+@dataclass
+class PromptTuningConfig:
+    """Hyper-parameters of a prompt adapter (symbols as in the spec: m, d, L, r, s, C)."""
+
+    peft_type: str = "PROMPT_TUNING_LORA"
+    task_type: str | None = None
+    num_virtual_tokens: int = 60
+    token_dim: int | None = None
+    max_length: int | None = 256
+    r: int = 30
+    lora_alpha: float = 8
+    scpp: bool = False
+    sub_dim_scpp: int = 16
+    codebook_size_scpp: int = 12
+    scap: bool = False
+    sub_dim_scap: int = 32
+    codebook_size_scap: int = 4
+    prompt_tuning_init: str = "RANDOM"
+    prompt_tuning_init_text: str | None = DEFAULT_INIT_TEXT
+    tokenizer_name_or_path: str | None = None
+    base_model_name_or_path: str | None = None
+    pretrain_scpp_ckpt: str | None = None
+    pretrain_scap_ckpt: str | None = None
+    enforce_budget: bool = False
+    budget_tokens: int = PT_BUDGET_TOKENS
+    num_transformer_submodules: int = 1
+    extra_fields: dict[str, Any] = field(default_factory=dict)
+
+    # ---- derived properties -------------------------------------------------------------------
+    @property
+    def has_added(self) -> bool:
+        """True when an added (position-wise) update exists: DePT's A@B with r > 0, or SCAP."""
+        return self.peft_type == "PROMPT_TUNING_LORA" and (self.scap or self.r > 0)
+
+    @property
+    def scaling(self) -> float:
+        """DePT's low-rank scale lora_alpha / sqrt(r) (0 when r = 0); SCAP is unscaled."""
+        return self.lora_alpha / self.r**0.5 if self.r > 0 else 0.0
+
+    @property
+    def method_name(self) -> str:
+        """"PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP" or "ACCEPT" (both switches on)."""
+        if self.peft_type == "PROMPT_TUNING":
+            return "PT"
+        if self.scpp and self.scap:
+            return "ACCEPT"
+        if self.scpp:
+            return "ACCEPT-SCPP"
+        if self.scap:
+            return "ACCEPT-SCAP"
+        return "DePT"
+
+    @property
+    def is_prompt_learning(self) -> bool:
+        """Queried by transformers' Trainer for PEFT models."""
+        return True
+
+    # ---- validation -----------------------------------------------------------------------------
+    def validate(self, token_dim: int | None = None, check_init: bool = True) -> None:
+        """Raise ValueError naming the command-line flag for any inconsistent setting.
+
+        ``token_dim`` (d) defaults to ``self.token_dim``; without it the divisibility and budget
+        checks are skipped. ``check_init`` also checks the initialisation flags (off when loading
+        trained weights). Warns (``BudgetWarning``) when the parameter count exceeds the paper's
+        budget, or raises when ``enforce_budget``.
+        """
+        d = token_dim if token_dim is not None else self.token_dim
+        if self.peft_type not in PEFT_TYPES:
+            raise ValueError(f"--peft_type {self.peft_type!r} is not supported; use one of {PEFT_TYPES}.")
+        if self.task_type is not None and self.task_type not in TASK_TYPES:
+            raise ValueError(f"task_type {self.task_type!r} is not supported; use one of {TASK_TYPES} or None.")
+        if self.num_virtual_tokens < 1:
+            raise ValueError(f"--prefix_length (num_virtual_tokens) must be >= 1, got {self.num_virtual_tokens}.")
+        if self.r < 0:
+            raise ValueError(f"--r must be >= 0 (0 disables the low-rank update), got {self.r}.")
+        if self.num_transformer_submodules != 1:
+            raise ValueError(
+                "num_transformer_submodules must be 1 (prompts on the encoder only); the original's value 2 "
+                "allocates rows it never uses."
+            )
+        if self.peft_type == "PROMPT_TUNING" and (self.scpp or self.scap):
+            raise ValueError("--scpp/--scap need --peft_type PROMPT_TUNING_LORA (PROMPT_TUNING is vanilla PT).")
+        if self.has_added and (self.max_length is None or self.max_length < 1):
+            raise ValueError(
+                f"--max_seq_length must be a fixed length >= 1 for {self.method_name}: the added update has one "
+                f"row per input position (got max_length={self.max_length})."
+            )
+        for flag, on, size in (("scpp", self.scpp, self.codebook_size_scpp), ("scap", self.scap, self.codebook_size_scap)):
+            if on and size < 1:
+                raise ValueError(f"--codebook_size_{flag} must be >= 1, got {size}.")
+        if check_init:
+            if self.prompt_tuning_init not in INIT_TYPES:
+                raise ValueError(f"prompt_tuning_init must be one of {INIT_TYPES}, got {self.prompt_tuning_init!r}.")
+            if self.prompt_tuning_init == "TEXT" and self.scpp:
+                raise ValueError(
+                    "--text_init (prompt_tuning_init TEXT) cannot be combined with --scpp: the SCPP prompt is "
+                    "composed from codebooks; use RANDOM init or --scpp False."
+                )
+            if self.prompt_tuning_init == "TEXT" and not self.prompt_tuning_init_text:
+                raise ValueError("--text_init needs a non-empty --prompt_tuning_init_text.")
+        if d is None:
+            return
+        if d < 1:
+            raise ValueError(f"token_dim must be >= 1, got {d}.")
+        if self.scpp:
+            num_subspaces(d, self.sub_dim_scpp, "sub_dim_scpp")
+        if self.scap:
+            num_subspaces(d, self.sub_dim_scap, "sub_dim_scap")
+        self._check_budget(d)
+
+    def param_count(self, token_dim: int | None = None):
+        """Trainable adapter parameters (``budget.ParamCount``, head excluded) for width d."""
+        d = token_dim if token_dim is not None else self.token_dim
+        if d is None:
+            raise ValueError("token_dim is unknown; pass it or build the model with get_peft_model first.")
+        return count_adapter_params(
+            dim=d,
+            num_virtual_tokens=self.num_virtual_tokens,
+            max_length=self.max_length or 0,
+            r=self.r,
+            with_added=self.has_added,
+            scpp=self.scpp,
+            scap=self.scap,
+            sub_dim_scpp=self.sub_dim_scpp,
+            codebook_size_scpp=self.codebook_size_scpp,
+            sub_dim_scap=self.sub_dim_scap,
+            codebook_size_scap=self.codebook_size_scap,
+        )
+
+    def _check_budget(self, d: int) -> None:
+        """Paper rule: prepended <= m*d, added <= (budget_tokens - m)*d (defects A12)."""
+        count = self.param_count(d)
+        limit_pre = self.num_virtual_tokens * d
+        limit_add = max(self.budget_tokens - self.num_virtual_tokens, 0) * d
+        problems = []
+        if count.prepended > limit_pre:
+            problems.append(f"prepended side {count.prepended:,} > {limit_pre:,} (m*d)")
+        if count.added > limit_add:
+            problems.append(f"added side {count.added:,} > {limit_add:,} ((budget_tokens - m)*d)")
+        if count.total > self.budget_tokens * d:
+            problems.append(f"total {count.total:,} > {self.budget_tokens * d:,} (budget_tokens*d)")
+        if not problems:
+            return
+        msg = (
+            f"{self.method_name} adapter exceeds the paper's budget of PT with {self.budget_tokens} tokens: "
+            + "; ".join(problems)
+            + ". Pick smaller --sub_dim/--codebook_size/--r (see scripts/param_budget.py)"
+        )
+        if self.enforce_budget:
+            raise ValueError(msg + " or drop --enforce_budget.")
+        warnings.warn(msg + ".", BudgetWarning, stacklevel=3)
+        logger.warning(msg)
+
+    # ---- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (``extra_fields`` included)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromptTuningConfig:
+        """Build from our dict or an original DePT/ACCEPT config dict; unknown keys go to ``extra_fields``."""
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in data.items() if k in names and k != "extra_fields"}
+        extra = dict(data.get("extra_fields") or {})
+        extra.update({k: v for k, v in data.items() if k not in names})
+        unknown = sorted(k for k in extra if k not in _ORIGINAL_ONLY)
+        if unknown:
+            logger.info("adapter config: keeping unknown fields %s in extra_fields", unknown)
+        if known.get("prompt_tuning_init") is not None:
+            known["prompt_tuning_init"] = str(known["prompt_tuning_init"]).upper()
+        return cls(**known, extra_fields=extra)
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write ``adapter_config.json`` (sorted keys, indented) into ``save_directory``."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        out = path / CONFIG_NAME
+        out.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> PromptTuningConfig:
+        """Read ``directory/adapter_config.json`` (ours or the original format)."""
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"No {CONFIG_NAME} in {directory}.")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))

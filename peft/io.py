@@ -1,0 +1,155 @@
+"""Saving and loading adapter tensors: ours (safetensors) and the original ``adapter_model.bin`` files.
+
+Keys are the original names (``prompt_embeddings``, ``prompt_weight``, ``codebook_prompt``,
+``prompt_encoder.lora_embedding_A/B``, ``prompt_encoder.lora_weight``, ``prompt_encoder.codebook_lora``)
+plus, for classifiers, the head's own parameter names. Legacy ``.bin`` files are read with
+``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .encoders import (
+    KEY_LORA_A,
+    KEY_LORA_B,
+    KEY_PROMPT_CODEBOOK,
+    KEY_PROMPT_WEIGHT,
+    KEY_SCAP_CODEBOOK,
+    KEY_SCAP_WEIGHT,
+)
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+LEGACY_WEIGHTS_NAME = "adapter_model.bin"
+
+# Spellings without the "prompt_encoder." prefix (ACCEPT's pretrain_init files use both).
+_ALIASES = {k.removeprefix("prompt_encoder."): k for k in (KEY_LORA_A, KEY_LORA_B, KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK)}
+
+
+class MissingAdapterTensorsWarning(UserWarning):
+    """An adapter file lacks tensors the model has; those keep their initial values."""
+
+
+def canonical_key(key: str) -> str:
+    """Drop the adapter name (``.default``) and map prefix-less spellings to the original key."""
+    key = key.replace(".default", "")
+    return _ALIASES.get(key, key)
+
+
+def adapter_file(directory: str | Path) -> Path:
+    """The adapter weights file in ``directory``: ours (safetensors) first, else the original .bin."""
+    directory = Path(directory)
+    for name in (WEIGHTS_NAME, LEGACY_WEIGHTS_NAME):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"No {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME} in {directory}.")
+
+
+def read_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Load every tensor of the adapter file on CPU, keys canonicalised."""
+    path = adapter_file(directory)
+    if path.suffix == ".safetensors":
+        raw = load_file(str(path), device="cpu")
+    else:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{path} does not hold a dict of tensors.")
+    out = {}
+    for key, value in raw.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path}: entry {key!r} is not a tensor.")
+        out[canonical_key(key)] = value
+    return out
+
+
+def save_tensors(
+    named: Mapping[str, torch.nn.Parameter],
+    directory: str | Path,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    qualified_names: Mapping[str, str] | None = None,
+) -> Path:
+    """Write detached, contiguous CPU copies of ``named`` to ``directory/adapter_model.safetensors``.
+
+    When ``state_dict`` (a full model state dict, as the Trainer may pass) is given, values are
+    taken from it by each tensor's qualified module name when present.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, param in named.items():
+        value = param
+        if state_dict is not None and qualified_names is not None and qualified_names.get(key) in state_dict:
+            value = state_dict[qualified_names[key]]
+        tensors[key] = value.detach().to("cpu").contiguous().clone()
+    out = directory / WEIGHTS_NAME
+    save_file(tensors, str(out), metadata={"format": "pt"})
+    return out
+
+
+def load_tensors_into(
+    named: Mapping[str, torch.nn.Parameter],
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    required: Iterable[str] = (),
+) -> list[str]:
+    """Copy ``state`` into the parameters ``named`` (same keys) with a shape check.
+
+    Unexpected keys (a different method's tensors) and missing ``required`` keys raise ValueError;
+    other missing keys are reported with a ``MissingAdapterTensorsWarning`` and keep their current
+    (initial) values. Returns the missing keys.
+    """
+    unexpected = sorted(set(state) - set(named))
+    if unexpected:
+        raise ValueError(
+            f"{source} holds tensors {unexpected} that this adapter does not have (it has {sorted(named)}); "
+            "the adapter config (--scpp/--scap/--peft_type) does not match the file."
+        )
+    for key, src in state.items():
+        if tuple(src.shape) != tuple(named[key].shape):
+            raise ValueError(
+                f"{source}: tensor {key!r} has shape {tuple(src.shape)} but the model expects "
+                f"{tuple(named[key].shape)}; check --prefix_length, --max_seq_length, --r, --sub_dim_*, "
+                "--codebook_size_* and the model width."
+            )
+    missing = sorted(set(named) - set(state))
+    hard = sorted(set(required) & set(missing))
+    if hard:
+        raise ValueError(f"{source} lacks the tensors {hard}.")
+    with torch.no_grad():
+        for key, src in state.items():
+            named[key].copy_(src.to(dtype=named[key].dtype, device=named[key].device))
+    if missing:
+        msg = f"{source} has no {missing}; these tensors keep their initial values."
+        warnings.warn(msg, MissingAdapterTensorsWarning, stacklevel=3)
+        logger.warning(msg)
+    return missing
+
+
+def load_transfer_init(named: Mapping[str, torch.nn.Parameter], scpp_ckpt: str | None, scap_ckpt: str | None) -> None:
+    """ACCEPT's ``pretrain_init``: copy SCPP and/or SCAP tensors from earlier runs (each side optional).
+
+    Only the tensors of the given side are read from each folder; both spellings of the SCAP keys
+    are accepted; shapes are checked.
+    """
+    sides = (
+        (scpp_ckpt, (KEY_PROMPT_WEIGHT, KEY_PROMPT_CODEBOOK), "--pretrain_scpp_ckpt"),
+        (scap_ckpt, (KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK), "--pretrain_scap_ckpt"),
+    )
+    for ckpt, keys, flag in sides:
+        if ckpt is None:
+            continue
+        state = read_adapter_tensors(ckpt)
+        absent = [k for k in keys if k not in state]
+        if absent:
+            raise ValueError(f"{flag} {ckpt}: the adapter file lacks {absent} (has {sorted(state)}).")
+        subset = {k: state[k] for k in keys}
+        load_tensors_into({k: named[k] for k in keys}, subset, f"{flag} {ckpt}", required=keys)
+        logger.info("transfer init: loaded %s from %s", list(keys), ckpt)

@@ -1,0 +1,437 @@
+"""Wrappers that prepend the prompt and add the position-wise update to a frozen HuggingFace model.
+
+Families (from the model config, never from paths): ``seq2seq`` (T5 & co.), ``causal`` (Llama,
+GPT-2, ...), ``classifier`` (BERT-style sequence classifiers). Input construction (method.md §5):
+``[prompt (m rows) ; E[x] + added[:n]]`` with the attention mask prefixed by m ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import io
+from .budget import ParamCount
+from .config import PromptTuningConfig
+from .encoders import DensePrompt, PromptAdapter
+
+logger = logging.getLogger(__name__)
+
+FAMILY_TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM", "classifier": "SEQ_CLS"}
+_TASK_FAMILIES = {v: k for k, v in FAMILY_TASK_TYPES.items()}
+
+
+def detect_model_family(config_or_model: Any) -> str:
+    """"seq2seq" | "causal" | "classifier" from ``is_encoder_decoder`` and the architecture names.
+
+    Accepts a HF config or a model (whose class name is then used when the config lists no
+    architectures, e.g. a model built in memory from a config).
+    """
+    config = getattr(config_or_model, "config", config_or_model)
+    names = list(getattr(config, "architectures", None) or [])
+    if config is not config_or_model:
+        names.append(type(config_or_model).__name__)
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    if any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names):
+        return "causal"
+    if any(n.endswith("ForSequenceClassification") for n in names):
+        return "classifier"
+    raise ValueError(
+        f"Cannot tell the model family of {getattr(config, 'model_type', config)!r} (architectures {names}); "
+        "use an AutoModelForSeq2SeqLM / AutoModelForCausalLM / AutoModelForSequenceClassification model "
+        "or set task_type in the adapter config."
+    )
+
+
+def _family_of(model: nn.Module, config: PromptTuningConfig) -> str:
+    if config.task_type is not None:
+        return _TASK_FAMILIES[config.task_type]
+    return detect_model_family(model)
+
+
+def _hidden_size(model: nn.Module) -> int:
+    return int(model.get_input_embeddings().weight.shape[1])
+
+
+class PeftModel(nn.Module):
+    """A frozen base model plus a prompt adapter; family-specific subclasses implement forward/generate."""
+
+    family = ""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        peft_config: PromptTuningConfig,
+        adapter_name: str = "default",
+        tokenizer: Any = None,
+        init_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        if adapter_name != "default":
+            raise ValueError("Only one adapter, named 'default', is supported.")
+        dim = _hidden_size(model)
+        if peft_config.token_dim is not None and peft_config.token_dim != dim:
+            raise ValueError(
+                f"The adapter's token_dim {peft_config.token_dim} does not match the model width {dim}."
+            )
+        config = replace(
+            peft_config,
+            token_dim=dim,
+            task_type=peft_config.task_type or FAMILY_TASK_TYPES[self.family],
+            base_model_name_or_path=peft_config.base_model_name_or_path
+            or getattr(model.config, "_name_or_path", None)
+            or None,
+        )
+        config.validate(check_init=init_weights)
+        self._check_model(model, config)
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self.base_model = model
+        word_embeddings = model.get_input_embeddings().weight
+        self.adapter = PromptAdapter(config, dim).to(word_embeddings.device)
+        self.peft_config = {"default": config}
+        self.active_adapter = "default"
+        for param in self._head_parameters().values():
+            param.requires_grad_(True)
+        if init_weights:
+            self._init_adapter(config, word_embeddings, tokenizer)
+
+    # ---- construction helpers ---------------------------------------------------------------------
+    def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
+        """Family-specific sanity checks (overridden)."""
+
+    def _init_adapter(self, config: PromptTuningConfig, word_embeddings: torch.Tensor, tokenizer: Any) -> None:
+        if config.prompt_tuning_init == "TEXT" and isinstance(self.adapter.prompt, DensePrompt):
+            if tokenizer is None:
+                from transformers import AutoTokenizer
+
+                source = config.tokenizer_name_or_path or config.base_model_name_or_path
+                if source is None:
+                    raise ValueError("--text_init needs a tokenizer: set tokenizer_name_or_path.")
+                tokenizer = AutoTokenizer.from_pretrained(source)
+            ids = tokenizer(config.prompt_tuning_init_text)["input_ids"]
+            self.adapter.prompt.init_from_token_ids(word_embeddings, ids)
+        if config.pretrain_scpp_ckpt and not config.scpp:
+            logger.warning("--pretrain_scpp_ckpt is ignored: --scpp is off.")
+        if config.pretrain_scap_ckpt and not config.scap:
+            logger.warning("--pretrain_scap_ckpt is ignored: --scap is off.")
+        io.load_transfer_init(
+            self.adapter.named_adapter_tensors(),
+            config.pretrain_scpp_ckpt if config.scpp else None,
+            config.pretrain_scap_ckpt if config.scap else None,
+        )
+
+    def _head_parameters(self) -> dict[str, nn.Parameter]:
+        """Trainable task-head parameters of the base model (classifiers only)."""
+        return {}
+
+    # ---- HF-PEFT-like surface -------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("base_model", "adapter"):
+                raise
+            return getattr(self.base_model, name)
+
+    @property
+    def config(self) -> Any:
+        return self.base_model.config
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return [self.active_adapter]
+
+    @property
+    def adapter_config(self) -> PromptTuningConfig:
+        return self.peft_config["default"]
+
+    def set_adapter(self, adapter_name: str) -> None:
+        if adapter_name != "default":
+            raise ValueError(f"Unknown adapter {adapter_name!r}; only 'default' exists.")
+
+    def get_base_model(self) -> nn.Module:
+        return self.base_model
+
+    def prepended_parameters(self) -> list[nn.Parameter]:
+        """Prompt (or SCPP) tensors plus a classifier head: the ``--learning_rate`` group."""
+        return self.adapter.prepended_parameters() + list(self._head_parameters().values())
+
+    def added_parameters(self) -> list[nn.Parameter]:
+        """A/B or SCAP tensors: the ``--added_embedding_lr`` group."""
+        return self.adapter.added_parameters()
+
+    def named_adapter_tensors(self) -> dict[str, nn.Parameter]:
+        """Saved key -> parameter for every trainable tensor (adapter and head)."""
+        return {**self.adapter.named_adapter_tensors(), **self._head_parameters()}
+
+    def count_trainable_parameters(self) -> ParamCount:
+        """Per-component count from the method's formulas (``peft.budget``) plus the head."""
+        count = self.adapter_config.param_count()
+        head = sum(p.numel() for p in self._head_parameters().values())
+        return replace(count, head=head)
+
+    def print_trainable_parameters(self) -> None:
+        """Log a table of trainable parameters per component and the share of all parameters."""
+        count = self.count_trainable_parameters()
+        total = sum(p.numel() for p in self.parameters())
+        rows = [("prepended", count.prepended), ("added", count.added)]
+        if count.head:
+            rows.append(("head", count.head))
+        rows.append(("total", count.total))
+        lines = [f"{self.adapter_config.method_name} trainable parameters:"]
+        lines += [f"  {name:<10} {value:>12,}" for name, value in rows]
+        lines.append(f"  of all     {total:>12,} ({100 * count.total / max(total, 1):.4f}%)")
+        logger.info("\n".join(lines))
+
+    @contextlib.contextmanager
+    def materialized(self) -> Iterator[PeftModel]:
+        """Compose prompt and added update once (no codebook work per step); inference only."""
+        self.adapter.set_materialized(True)
+        try:
+            yield self
+        finally:
+            self.adapter.set_materialized(False)
+
+    # ---- saving / loading -------------------------------------------------------------------------
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        is_main_process: bool = True,
+        **ignored: Any,
+    ) -> None:
+        """Write adapter_config.json + adapter_model.safetensors (trainable tensors only)."""
+        if not is_main_process:
+            return
+        named = self.named_adapter_tensors()
+        by_id = {id(p): n for n, p in self.named_parameters()}
+        qualified = {key: by_id[id(p)] for key, p in named.items() if id(p) in by_id}
+        self.adapter_config.save_pretrained(save_directory)
+        io.save_tensors(named, save_directory, state_dict, qualified)
+
+    def load_adapter(
+        self, model_id: str | Path, adapter_name: str = "default", is_trainable: bool = True, **ignored: Any
+    ) -> None:
+        """Load adapter tensors from a folder (ours or the original .bin) into this model."""
+        self.set_adapter(adapter_name)
+        state = io.read_adapter_tensors(model_id)
+        io.load_tensors_into(self.named_adapter_tensors(), state, str(model_id))
+        for param in self.named_adapter_tensors().values():
+            param.requires_grad_(is_trainable)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: nn.Module,
+        model_id: str | Path,
+        adapter_name: str = "default",
+        is_trainable: bool = False,
+        config: PromptTuningConfig | None = None,
+        **ignored: Any,
+    ) -> PeftModel:
+        """Rebuild the adapter from ``model_id/adapter_config.json`` and load its tensors.
+
+        No initialisation work is done (no TEXT tokenisation, no transfer files): every tensor in
+        the file overwrites the fresh one; tensors absent from the file keep their random init (a
+        warning names them, e.g. A/B for DePT's prompt-only hotpotqa/nq/wic checkpoints, whose B=0
+        init makes the added update zero).
+        """
+        config = config or PromptTuningConfig.from_pretrained(model_id)
+        target = cls if cls.family else FAMILY_CLASSES[_family_of(model, config)]
+        wrapped = target(model, config, adapter_name, init_weights=False)
+        wrapped.load_adapter(model_id, adapter_name, is_trainable=is_trainable)
+        return wrapped
+
+    # ---- input construction ---------------------------------------------------------------------
+    def _word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.base_model.get_input_embeddings()(input_ids)
+
+    def _check_length(self, n: int) -> None:
+        L = self.adapter.max_length
+        if L is not None and n > L:
+            raise ValueError(
+                f"Input length {n} exceeds max_length L={L} of the added update; tokenize with "
+                f"--max_seq_length {L} (truncation) or build the adapter with a larger --max_seq_length."
+            )
+
+    def _prepend(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[prompt ; E[x] + added[:n]] and [1_m ; mask]; the adapter is composed once per call."""
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (or inputs_embeds).")
+            inputs_embeds = self._word_embeddings(input_ids)
+        batch, n = inputs_embeds.shape[:2]
+        self._check_length(n)
+        prompt, added = self.adapter.compose()
+        if added is not None:
+            inputs_embeds = inputs_embeds + added[:n].to(inputs_embeds.dtype)
+        m = prompt.shape[0]
+        prompt = prompt.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, m, prompt.shape[1])
+        embeds = torch.cat([prompt, inputs_embeds], dim=1)
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, n, dtype=torch.long, device=embeds.device)
+        ones = torch.ones(batch, m, dtype=attention_mask.dtype, device=attention_mask.device)
+        return embeds, torch.cat([ones, attention_mask], dim=1)
+
+
+class PeftModelForSeq2SeqLM(PeftModel):
+    """Encoder-decoder: prompt on the encoder input only; labels and decoder untouched."""
+
+    family = "seq2seq"
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Returns the base model's output (logits over the decoder positions)."""
+        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
+
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Decoder tokens (starting with the decoder start token); ``labels`` are ignored."""
+        kwargs.pop("labels", None)
+        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+
+
+class PeftModelForCausalLM(PeftModel):
+    """Decoder-only: prompt before the (left-padded) input; labels prefixed with m x -100."""
+
+    family = "causal"
+
+    def _check_length(self, n: int) -> None:
+        L = self.adapter.max_length
+        if L is not None and n != L:
+            raise ValueError(
+                f"Decoder-only inputs must be left-padded to exactly L={L} positions (got {n}): row j of the "
+                f"added update belongs to padded position j. Use --max_seq_length {L} with --pad_to_max_length."
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Logits cover the m prompt positions first, then the n input positions."""
+        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        if labels is not None:
+            m = embeds.shape[1] - labels.shape[1]
+            prefix = torch.full((labels.shape[0], m), -100, dtype=labels.dtype, device=labels.device)
+            labels = torch.cat([prefix, labels], dim=1)
+        return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
+
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> Any:
+        """Input ids followed by new tokens; the prompt and update are injected on the first step.
+
+        The first step is detected from the cache (``None`` or empty): transformers 5 passes a
+        cache object already on step one.
+        """
+        kwargs.pop("labels", None)
+        embeds, mask = self._prepend(input_ids, attention_mask, None)
+        base = self.base_model
+        original = base.prepare_inputs_for_generation
+
+        def prepare(input_ids: torch.Tensor, *args: Any, cache: Any = None, **kwargs: Any) -> dict[str, Any]:
+            if cache is None or cache.get_seq_length() == 0:
+                kwargs["inputs_embeds"] = embeds
+                kwargs["is_first_iteration"] = True
+            else:
+                kwargs.pop("inputs_embeds", None)
+            return original(input_ids, *args, cache=cache, **kwargs)
+
+        base.prepare_inputs_for_generation = prepare
+        try:
+            return base.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        finally:
+            del base.prepare_inputs_for_generation
+
+
+class PeftModelForSequenceClassification(PeftModel):
+    """Encoder classifier: prompt before the tokens (token types 0), trainable head."""
+
+    family = "classifier"
+
+    def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
+        max_pos = getattr(model.config, "max_position_embeddings", None)
+        needed = config.num_virtual_tokens + (config.max_length or 0)
+        if max_pos is not None and needed > max_pos:
+            raise ValueError(
+                f"--prefix_length {config.num_virtual_tokens} + --max_seq_length {config.max_length} = {needed} "
+                f"exceeds the model's max_position_embeddings {max_pos}; reduce one of them."
+            )
+
+    def _head_parameters(self) -> dict[str, nn.Parameter]:
+        base = self.base_model
+        prefix = getattr(base, "base_model_prefix", "")
+        return {
+            name: p for name, p in base.named_parameters() if not (prefix and name.startswith(prefix + "."))
+        }
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        if token_type_ids is not None:
+            m = embeds.shape[1] - token_type_ids.shape[1]
+            zeros = torch.zeros(token_type_ids.shape[0], m, dtype=token_type_ids.dtype, device=token_type_ids.device)
+            token_type_ids = torch.cat([zeros, token_type_ids], dim=1)
+            kwargs["token_type_ids"] = token_type_ids
+        return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
+
+
+FAMILY_CLASSES: dict[str, type[PeftModel]] = {
+    "seq2seq": PeftModelForSeq2SeqLM,
+    "causal": PeftModelForCausalLM,
+    "classifier": PeftModelForSequenceClassification,
+}
+
+
+class PeftMixedModel(nn.Module):
+    """Placeholder so that ``from peft import PeftMixedModel`` (transformers' Trainer) works; never built."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("Mixed adapters are not supported; use get_peft_model.")
+
+
+def get_peft_model(model: nn.Module, peft_config: PromptTuningConfig, tokenizer: Any = None) -> PeftModel:
+    """Freeze ``model`` and wrap it with a fresh adapter for its family.
+
+    ``tokenizer`` is used for TEXT init (else loaded from ``tokenizer_name_or_path``).
+    """
+    family = _family_of(model, peft_config)
+    return FAMILY_CLASSES[family](model, peft_config, tokenizer=tokenizer)
