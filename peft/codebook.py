@@ -32,7 +32,9 @@ class CodebookMatrix(nn.Module):
         if num_rows < 1:
             raise ValueError(f"a codebook matrix needs >= 1 rows, got {num_rows}.")
         if codebook_size < 1:
-            raise ValueError(f"--codebook_size_{flag.removeprefix('sub_dim_')} must be >= 1, got {codebook_size}.")
+            raise ValueError(
+                f"--codebook_size_{flag.removeprefix('sub_dim_')} must be >= 1, got {codebook_size}."
+            )
         k = num_subspaces(dim, sub_dim, flag)
         self.num_rows, self.dim, self.sub_dim, self.codebook_size = num_rows, dim, sub_dim, codebook_size
         self.codebook_init_a = codebook_init_a

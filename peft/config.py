@@ -25,8 +25,16 @@ DEFAULT_INIT_TEXT = "Classify this text is postive or not:"
 
 # Fields of the original configs that only steer the original loader or are unused there.
 _ORIGINAL_ONLY = (
-    "bias", "hidden_size", "inference_mode", "init_lora_weights", "load_lora_embedding_B",
-    "load_lora_embeddings", "num_attention_heads", "num_layers", "pretrain_init", "revision",
+    "bias",
+    "hidden_size",
+    "inference_mode",
+    "init_lora_weights",
+    "load_lora_embedding_B",
+    "load_lora_embeddings",
+    "num_attention_heads",
+    "num_layers",
+    "pretrain_init",
+    "revision",
     "save_lora_embeddings",
 )
 
@@ -76,7 +84,7 @@ class PromptTuningConfig:
 
     @property
     def method_name(self) -> str:
-        """"PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP" or "ACCEPT" (both switches on)."""
+        """ "PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP" or "ACCEPT" (both switches on)."""
         if self.peft_type == "PROMPT_TUNING":
             return "PT"
         if self.scpp and self.scap:
@@ -105,9 +113,13 @@ class PromptTuningConfig:
         if self.peft_type not in PEFT_TYPES:
             raise ValueError(f"--peft_type {self.peft_type!r} is not supported; use one of {PEFT_TYPES}.")
         if self.task_type is not None and self.task_type not in TASK_TYPES:
-            raise ValueError(f"task_type {self.task_type!r} is not supported; use one of {TASK_TYPES} or None.")
+            raise ValueError(
+                f"task_type {self.task_type!r} is not supported; use one of {TASK_TYPES} or None."
+            )
         if self.num_virtual_tokens < 1:
-            raise ValueError(f"--prefix_length (num_virtual_tokens) must be >= 1, got {self.num_virtual_tokens}.")
+            raise ValueError(
+                f"--prefix_length (num_virtual_tokens) must be >= 1, got {self.num_virtual_tokens}."
+            )
         if self.r < 0:
             raise ValueError(f"--r must be >= 0 (0 disables the low-rank update), got {self.r}.")
         if self.num_transformer_submodules != 1:
@@ -116,18 +128,25 @@ class PromptTuningConfig:
                 "allocates rows it never uses."
             )
         if self.peft_type == "PROMPT_TUNING" and (self.scpp or self.scap):
-            raise ValueError("--scpp/--scap need --peft_type PROMPT_TUNING_LORA (PROMPT_TUNING is vanilla PT).")
+            raise ValueError(
+                "--scpp/--scap need --peft_type PROMPT_TUNING_LORA (PROMPT_TUNING is vanilla PT)."
+            )
         if self.has_added and (self.max_length is None or self.max_length < 1):
             raise ValueError(
                 f"--max_seq_length must be a fixed length >= 1 for {self.method_name}: the added update has one "
                 f"row per input position (got max_length={self.max_length})."
             )
-        for flag, on, size in (("scpp", self.scpp, self.codebook_size_scpp), ("scap", self.scap, self.codebook_size_scap)):
+        for flag, on, size in (
+            ("scpp", self.scpp, self.codebook_size_scpp),
+            ("scap", self.scap, self.codebook_size_scap),
+        ):
             if on and size < 1:
                 raise ValueError(f"--codebook_size_{flag} must be >= 1, got {size}.")
         if check_init:
             if self.prompt_tuning_init not in INIT_TYPES:
-                raise ValueError(f"prompt_tuning_init must be one of {INIT_TYPES}, got {self.prompt_tuning_init!r}.")
+                raise ValueError(
+                    f"prompt_tuning_init must be one of {INIT_TYPES}, got {self.prompt_tuning_init!r}."
+                )
             if self.prompt_tuning_init == "TEXT" and self.scpp:
                 raise ValueError(
                     "--text_init (prompt_tuning_init TEXT) cannot be combined with --scpp: the SCPP prompt is "

@@ -101,7 +101,9 @@ class PromptAdapter(nn.Module):
         self.added: nn.Module | None = None
         if config.has_added:
             if config.scap:
-                self.added = CodebookUpdate(config.max_length, dim, config.sub_dim_scap, config.codebook_size_scap)
+                self.added = CodebookUpdate(
+                    config.max_length, dim, config.sub_dim_scap, config.codebook_size_scap
+                )
             else:
                 self.added = LowRankUpdate(config.max_length, dim, config.r, config.scaling)
         self.num_virtual_tokens = m
@@ -112,7 +114,9 @@ class PromptAdapter(nn.Module):
         """(prompt (m, d), added (L, d) or None), float32; the materialised copy when one is active."""
         if self._cache is not None:
             if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()) and self.training:
-                raise RuntimeError("materialized() is for inference: gradients cannot reach the adapter through it.")
+                raise RuntimeError(
+                    "materialized() is for inference: gradients cannot reach the adapter through it."
+                )
             return self._cache
         return self.prompt(), (self.added() if self.added is not None else None)
 

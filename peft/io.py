@@ -31,7 +31,9 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.bin"
 
 # Spellings without the "prompt_encoder." prefix (ACCEPT's pretrain_init files use both).
-_ALIASES = {k.removeprefix("prompt_encoder."): k for k in (KEY_LORA_A, KEY_LORA_B, KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK)}
+_ALIASES = {
+    k.removeprefix("prompt_encoder."): k for k in (KEY_LORA_A, KEY_LORA_B, KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK)
+}
 
 
 class MissingAdapterTensorsWarning(UserWarning):
@@ -133,7 +135,9 @@ def load_tensors_into(
     return missing
 
 
-def load_transfer_init(named: Mapping[str, torch.nn.Parameter], scpp_ckpt: str | None, scap_ckpt: str | None) -> None:
+def load_transfer_init(
+    named: Mapping[str, torch.nn.Parameter], scpp_ckpt: str | None, scap_ckpt: str | None
+) -> None:
     """ACCEPT's ``pretrain_init``: copy SCPP and/or SCAP tensors from earlier runs (each side optional).
 
     Only the tensors of the given side are read from each folder; both spellings of the SCAP keys

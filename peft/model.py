@@ -29,7 +29,7 @@ _TASK_FAMILIES = {v: k for k, v in FAMILY_TASK_TYPES.items()}
 
 
 def detect_model_family(config_or_model: Any) -> str:
-    """"seq2seq" | "causal" | "classifier" from ``is_encoder_decoder`` and the architecture names.
+    """Model family (seq2seq, causal or classifier) from ``is_encoder_decoder`` and the architecture names.
 
     Accepts a HF config or a model (whose class name is then used when the config lists no
     architectures, e.g. a model built in memory from a config).
@@ -108,7 +108,9 @@ class PeftModel(nn.Module):
     def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
         """Family-specific sanity checks (overridden)."""
 
-    def _init_adapter(self, config: PromptTuningConfig, word_embeddings: torch.Tensor, tokenizer: Any) -> None:
+    def _init_adapter(
+        self, config: PromptTuningConfig, word_embeddings: torch.Tensor, tokenizer: Any
+    ) -> None:
         if config.prompt_tuning_init == "TEXT" and isinstance(self.adapter.prompt, DensePrompt):
             if tokenizer is None:
                 from transformers import AutoTokenizer
@@ -408,7 +410,9 @@ class PeftModelForSequenceClassification(PeftModel):
         embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
         if token_type_ids is not None:
             m = embeds.shape[1] - token_type_ids.shape[1]
-            zeros = torch.zeros(token_type_ids.shape[0], m, dtype=token_type_ids.dtype, device=token_type_ids.device)
+            zeros = torch.zeros(
+                token_type_ids.shape[0], m, dtype=token_type_ids.dtype, device=token_type_ids.device
+            )
             token_type_ids = torch.cat([zeros, token_type_ids], dim=1)
             kwargs["token_type_ids"] = token_type_ids
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
