@@ -84,7 +84,7 @@ class PromptTuningConfig:
 
     @property
     def method_name(self) -> str:
-        """ "PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP" or "ACCEPT" (both switches on)."""
+        """Method label: PT, DePT, ACCEPT-SCPP, ACCEPT-SCAP or ACCEPT (both switches on)."""
         if self.peft_type == "PROMPT_TUNING":
             return "PT"
         if self.scpp and self.scap:
