@@ -1,0 +1,398 @@
+"""Train and evaluate PT, DePT and ACCEPT prompt adapters (and encoder-classifier baselines).
+
+    python train.py --model_name_or_path t5-base --task_name rte --peft_type PROMPT_TUNING_LORA \
+        --scpp True --scap True --prefix_length 60 --max_seq_length 256 --learning_rate 0.3 \
+        --added_embedding_lr 1e-4 --max_steps 30000 --eval_strategy steps --eval_steps 1000 \
+        --save_strategy steps --save_steps 1000 --load_best_model_at_end --save_total_limit 1 \
+        --do_train --do_eval --do_predict --output_dir runs/rte
+    python train.py args.json          # the same arguments as one JSON object
+
+Every flag of the original DePT/ACCEPT scripts is accepted (including the transformers 4 names
+--evaluation_strategy, --overwrite_output_dir, --warmup_ratio, --group_by_length, --logging_dir and
+DePT's --lora_embedding_lr); ``python train.py --help`` lists them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
+
+from data.loading import load_task_splits
+from data.preprocess import PaddingCollator, max_target_length, tokenize_splits
+from training.arguments_compat import LegacyTrainingFlags
+from training.evaluation import SplitReferences, TaskMetrics
+from training.logs import attach_log_file, detach_log_file, set_library_verbosity, setup_logging
+from training.modeling import (
+    DTYPES,
+    PEFT_TYPES,
+    build_model,
+    load_tokenizer,
+    log_parameter_table,
+    parameter_counts,
+)
+from training.outputs import merge_all_results, save_split_metrics, write_predictions, write_run_config
+from training.trainer import NonFiniteLossError, PromptTrainer
+from training.validation import ConfigError, RunPlan, plan_run
+
+logger = logging.getLogger("train")
+
+
+@dataclass
+class ModelArguments:
+    """Backbone and adapter (method) arguments."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Local folder or hub id of the backbone (T5, Llama, BERT...)."}
+    )
+    peft_type: str = field(
+        default="PROMPT_TUNING_LORA",
+        metadata={
+            "help": "PROMPT_TUNING (vanilla PT), PROMPT_TUNING_LORA (DePT; ACCEPT with --scpp/--scap), "
+            "or the encoder-classifier baselines HEAD_ONLY (train the head of a frozen backbone) and FULL "
+            "(train everything).",
+            "choices": list(PEFT_TYPES),
+        },
+    )
+    prefix_length: int = field(default=100, metadata={"help": "m, the number of prepended prompt tokens."})
+    r: int = field(
+        default=30,
+        metadata={"help": "DePT rank of the added update A (L x r) B (r x d); unused with --scap."},
+    )
+    scpp: bool = field(
+        default=False,
+        metadata={
+            "help": "ACCEPT SCPP: compose the prepended prompt from codebooks (ACCEPT's code defaulted to True)."
+        },
+    )
+    scap: bool = field(
+        default=False, metadata={"help": "ACCEPT SCAP: the added update from codebooks instead of A@B."}
+    )
+    sub_dim_scpp: int = field(default=16, metadata={"help": "s_p, sub-vector width of SCPP (must divide d)."})
+    codebook_size_scpp: int = field(default=12, metadata={"help": "C_p, codewords per SCPP codebook."})
+    sub_dim_scap: int = field(default=32, metadata={"help": "s_a, sub-vector width of SCAP (must divide d)."})
+    codebook_size_scap: int = field(default=4, metadata={"help": "C_a, codewords per SCAP codebook."})
+    text_init: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Initialise the prompt from --prompt_tuning_init_text (TEXT) or randomly. Default per method: "
+            "True for PT and DePT (DePT's default), False for ACCEPT (ACCEPT's default; TEXT cannot "
+            "initialise SCPP codebooks)."
+        },
+    )
+    prompt_tuning_init_text: str = field(
+        default="Classify this text is postive or not:",
+        metadata={"help": "Text for TEXT init (the original's string, typo included)."},
+    )
+    pretrain_init: bool = field(
+        default=False,
+        metadata={"help": "Initialise SCPP/SCAP from --pretrain_scpp_ckpt/--pretrain_scap_ckpt (transfer)."},
+    )
+    pretrain_scpp_ckpt: str | None = field(
+        default=None, metadata={"help": "Adapter folder whose SCPP weights and codebooks initialise --scpp."}
+    )
+    pretrain_scap_ckpt: str | None = field(
+        default=None, metadata={"help": "Adapter folder whose SCAP weights and codebooks initialise --scap."}
+    )
+    peft_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from this saved adapter (few-shot/transfer); its adapter_config.json decides the "
+            "shapes and method, the command-line shape flags are ignored (with a warning)."
+        },
+    )
+    enforce_budget: bool = field(
+        default=False,
+        metadata={
+            "help": "Fail when the adapter exceeds the paper's budget (PT with 100 tokens); else warn."
+        },
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder/id if not the model's."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for hub downloads."})
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Backbone weight dtype (adapter parameters stay float32). float16 is refused for T5.",
+            "choices": list(DTYPES),
+        },
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """Task and preprocessing arguments."""
+
+    task_name: str | None = field(
+        default=None, metadata={"help": "Task key, e.g. rte, superglue-boolq, newsqa."}
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local data root (<data_dir>/<task>/<split>.jsonl in the HF schema); else the hub."
+        },
+    )
+    dataset_config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Accepted for the original scripts (they pass 'en'); every task has one configuration."
+        },
+    )
+    max_seq_length: int = field(
+        default=256,
+        metadata={"help": "L: input truncation/padding length and row count of the added update."},
+    )
+    pad_to_max_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Pad every input to --max_seq_length (faithful); False pads each batch to its longest."
+        },
+    )
+    add_prefix: bool = field(default=False, metadata={"help": "Prepend the task name to the source text."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows."})
+    k_shot_example: int | None = field(
+        default=None, metadata={"help": "Few-shot: sample K training examples per class with --seed."}
+    )
+    split_validation_test: bool = field(
+        default=True,
+        metadata={"help": "Build validation/test from the HF splits as DePT does (tasks.md 1.4)."},
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenisation."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenise instead of using the cache."})
+
+
+@dataclass
+class TrainingArguments(LegacyTrainingFlags, Seq2SeqTrainingArguments):
+    """HF Seq2SeqTrainingArguments with the original's defaults, two learning rates and legacy names."""
+
+    added_embedding_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the added side (A, B or SCAP); default: --learning_rate."},
+    )
+    stop_on_nan: bool = field(
+        default=True,
+        metadata={"help": "Stop (exit != 0) on a NaN/inf training loss, before the optimizer step."},
+    )
+    adam_epsilon: float = field(
+        default=1e-6, metadata={"help": "AdamW epsilon (1e-6: the original transformers.AdamW default)."}
+    )
+    predict_with_generate: bool = field(default=True, metadata={"help": "Evaluate by greedy generation."})
+    generation_max_length: int | None = field(
+        default=20,
+        metadata={"help": "Longest generated answer for free-text (QA) tasks; classification uses 3."},
+    )
+    generation_num_beams: int | None = field(default=1, metadata={"help": "1 = greedy (the papers)."})
+
+    def __post_init__(self) -> None:
+        self.apply_legacy_flags()
+        super().__post_init__()
+
+
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
+    """Parse the command line, or one ``.json`` file holding the same keys; ConfigError on bad values."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments, plan: RunPlan):
+    """The logical splits the run needs (train / validation / test), formatted, before any weights load."""
+    needed = []
+    if training_args.do_train:
+        needed.append("train")
+    if training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"):
+        needed.append("validation")
+    if training_args.do_predict:
+        needed.append("test")
+    if not needed:
+        raise ConfigError("nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    try:
+        return load_task_splits(
+            plan.task.name,
+            data_dir=data_args.data_dir,
+            seed=training_args.seed,
+            max_train_samples=data_args.max_train_samples,
+            max_eval_samples=data_args.max_eval_samples,
+            max_predict_samples=data_args.max_predict_samples,
+            k_shot_example=data_args.k_shot_example,
+            add_prefix=data_args.add_prefix,
+            split_validation_test=data_args.split_validation_test,
+            splits=needed,
+            num_proc=data_args.preprocessing_num_workers,
+        )
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        flag = "--data_dir" if data_args.data_dir else "--task_name (hub download; pass --data_dir offline)"
+        raise ConfigError(f"{flag}: {exc}") from exc
+    except Exception as exc:  # hub/network errors of datasets come in many types
+        if data_args.data_dir:
+            raise
+        raise ConfigError(
+            f"--data_dir is needed: loading {plan.task.name} from the hub failed ({exc})"
+        ) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped, 2 bad input)."""
+    setup_logging()
+    try:
+        model_args, data_args, training_args = parse_args(argv)
+        plan = plan_run(model_args, data_args, training_args)
+        raw_splits = load_data(data_args, training_args, plan)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    set_library_verbosity(training_args.get_process_log_level())
+    output_dir = Path(training_args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_file = attach_log_file(output_dir / "output.log") if training_args.should_save else None
+    try:
+        return run(model_args, data_args, training_args, plan, raw_splits)
+    finally:
+        if log_file is not None:
+            detach_log_file(log_file)
+
+
+def run(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    plan: RunPlan,
+    raw_splits,
+) -> int:
+    """The run after validation: tokenise, build the model, train, evaluate, predict, write results."""
+    output_dir = Path(training_args.output_dir)
+    # Model selection by the task's metric (first occurrence wins on ties: strictly greater replaces).
+    training_args.metric_for_best_model = plan.task.metric_for_best_model
+    training_args.greater_is_better = True
+    training_args.predict_with_generate = plan.family != "classifier"
+    logger.info(
+        "task %s | method %s | family %s | d=%d", plan.task.name, plan.method, plan.family, plan.token_dim
+    )
+    logger.info("model arguments %s", asdict(model_args))
+    logger.info("data arguments %s", asdict(data_args))
+    logger.info("training arguments %s", training_args.to_json_string())
+
+    tokenizer = load_tokenizer(
+        model_args.tokenizer_name or model_args.model_name_or_path, plan.family, model_args.cache_dir
+    )
+    target_length = max_target_length(plan.task.name, tokenizer, training_args.generation_max_length)
+    tokenized = tokenize_splits(
+        raw_splits,
+        tokenizer,
+        plan.family,
+        data_args.max_seq_length,
+        target_length,
+        pad_to_max_length=data_args.pad_to_max_length,
+        num_proc=data_args.preprocessing_num_workers,
+        overwrite_cache=data_args.overwrite_cache,
+    )
+
+    set_seed(training_args.seed)  # before the adapter init, which draws from the global RNG
+    model = build_model(plan, model_args, tokenizer)
+    log_parameter_table(model)
+    trainable, total = parameter_counts(model)
+    if training_args.should_save:
+        write_run_config(
+            output_dir,
+            {
+                "task_name": plan.task.name,
+                "method": plan.method,
+                "peft_type": model_args.peft_type,
+                "model_name_or_path": model_args.model_name_or_path,
+                "model_family": plan.family,
+                "seed": training_args.seed,
+                "learning_rate": training_args.learning_rate,
+                "added_embedding_lr": training_args.added_embedding_lr,
+                "trainable_params": trainable,
+                "metric_for_best_model": plan.task.metric_for_best_model,
+                "resumed_from": plan.resume_from_checkpoint,
+            },
+            model_args=model_args,
+            data_args=data_args,
+            training_args=training_args,
+        )
+
+    metrics_fn = TaskMetrics(
+        task_name=plan.task.name,
+        tokenizer=tokenizer,
+        references={
+            name: SplitReferences.from_dataset(split) for name, split in raw_splits.items() if name != "train"
+        },
+        family=plan.family,
+        labels_list=plan.task.labels_list,
+    )
+    trainer = PromptTrainer(
+        model=model,
+        args=training_args,
+        data_collator=PaddingCollator(
+            tokenizer,
+            plan.family,
+            max_seq_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
+        ),
+        train_dataset=tokenized.get("train"),
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        compute_metrics=metrics_fn,
+        family=plan.family,
+        max_new_tokens=target_length,
+        added_embedding_lr=training_args.added_embedding_lr,
+        stop_on_nan=training_args.stop_on_nan,
+    )
+
+    if training_args.do_train:
+        try:
+            result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
+        except NonFiniteLossError as exc:
+            logger.error("%s", exc)
+            return 1
+        trainer.save_model()  # adapter only (best weights when --load_best_model_at_end), tokenizer
+        train_metrics = dict(result.metrics, train_samples=len(tokenized["train"]))
+        if trainer.is_world_process_zero():
+            save_split_metrics(output_dir, "train", train_metrics)
+        trainer.save_state()
+
+    for split, prefix, enabled in (
+        ("validation", "eval", training_args.do_eval),
+        ("test", "test", training_args.do_predict),
+    ):
+        if not enabled:
+            continue
+        metrics_fn.split = split
+        metrics = trainer.predict(tokenized[split], metric_key_prefix=prefix).metrics
+        if prefix == "eval" and trainer.state.epoch is not None:
+            metrics["epoch"] = trainer.state.epoch
+        if trainer.is_world_process_zero():
+            save_split_metrics(output_dir, prefix, metrics)
+            refs = metrics_fn.references[split]
+            write_predictions(
+                output_dir / f"predictions_{prefix}.jsonl",
+                refs.sources,
+                refs.targets,
+                metrics_fn.last_predictions[split],
+            )
+
+    if trainer.is_world_process_zero():
+        merge_all_results(
+            output_dir, {"trainable_params": trainable, "trainable_params_percent": 100.0 * trainable / total}
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training support for ``train.py``: argument compatibility, fail-fast checks, optimizer, trainer, outputs."""

@@ -1,0 +1,188 @@
+"""The Trainer used by ``train.py``: DePT/ACCEPT optimizer and schedule, correct gradient accumulation,
+greedy generation with the task's target length, a stop on non-finite loss, atomic state files.
+
+It subclasses ``Seq2SeqTrainer`` for every model family; decoder-only and classifier models use the same
+class (the classifier path evaluates logits instead of generating, ``predict_with_generate=False``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Seq2SeqTrainer, TrainerCallback
+
+from training.optim import build_linear_schedule, build_optimizer
+from training.outputs import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+GENERATION_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised before the optimizer step when the training loss is NaN or infinite (``--stop_on_nan``)."""
+
+
+class LogHistoryCallback(TrainerCallback):
+    """Copy every Trainer log record (loss, learning rate, eval metrics) into our logger, hence output.log."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs:
+            logger.info("step %d: %s", state.global_step, logs)
+
+
+class PromptTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer with the original optimisation and evaluation semantics.
+
+    Args beyond ``Seq2SeqTrainer``'s (keyword-only):
+        family: "seq2seq" | "causal" | "classifier" (from ``peft.detect_model_family``).
+        max_new_tokens: tokens generated per example at evaluation (the task's max target length).
+        added_embedding_lr: learning rate of the added side; None = ``args.learning_rate``.
+        stop_on_nan: raise ``NonFiniteLossError`` on a non-finite training loss.
+    """
+
+    # The loss of T5 (and of our wrapper) is a per-batch mean: the Trainer must divide it by the number
+    # of accumulation steps. transformers 5 skips that division when the model's forward takes **kwargs
+    # (pitfalls.md B, "Gradient accumulation with T5"); these two attributes switch the division back on.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args: Any,
+        family: str,
+        max_new_tokens: int,
+        added_embedding_lr: float | None = None,
+        stop_on_nan: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_callback(LogHistoryCallback())
+        self.model_accepts_loss_kwargs = False
+        self.family = family
+        self.max_new_tokens = max_new_tokens
+        self.added_embedding_lr = added_embedding_lr
+        self.stop_on_nan = stop_on_nan
+        self.last_finite_loss: float | None = None
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """torch AdamW with two learning-rate groups (see ``training.optim``)."""
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(
+                model if model is not None else self.model,
+                learning_rate=self.args.learning_rate,
+                added_embedding_lr=self.added_embedding_lr,
+                weight_decay=self.args.weight_decay,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+            )
+        return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """Linear warm-up/decay over the Trainer's real step count (so ``--num_train_epochs`` works too)."""
+        if self.lr_scheduler is None:
+            self.lr_scheduler = build_linear_schedule(
+                optimizer if optimizer is not None else self.optimizer,
+                self.args.get_warmup_steps(num_training_steps),
+                num_training_steps,
+            )
+        return self.lr_scheduler
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        """One micro-batch; with ``stop_on_nan`` a non-finite loss stops the run before the optimizer step."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.stop_on_nan:
+            value = loss.item() * self.current_gradient_accumulation_steps
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({value}) at step {self.state.global_step + 1}; "
+                    f"last finite loss: {self.last_finite_loss}. The run was stopped before the optimizer "
+                    "step; checkpoints already saved in --output_dir are intact (--stop_on_nan False to "
+                    "disable this check)."
+                )
+            self.last_finite_loss = value
+        return loss
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        """Evaluate with the prompt/update composed once (``model.materialized()``) when available."""
+        materialized = getattr(self.model, "materialized", None)
+        context = materialized() if callable(materialized) else contextlib.nullcontext()
+        with context:
+            return super().evaluation_loop(*args, **kwargs)
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+        **gen_kwargs: Any,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Greedy generation of ``max_new_tokens`` tokens + the teacher-forced loss.
+
+        Only the input ids and masks reach ``generate`` (transformers 5's own step forwards every batch
+        key). Returns ``(loss, generated [B, max_new_tokens] padded with the pad id, labels)``; for
+        decoder-only models the generated ids are the new tokens only.
+        """
+        if not self.args.predict_with_generate or prediction_loss_only:
+            return super().prediction_step(
+                model, inputs, prediction_loss_only=prediction_loss_only, ignore_keys=ignore_keys
+            )
+        inputs = self._prepare_inputs(inputs)
+        generation_inputs = {k: inputs[k] for k in GENERATION_INPUT_KEYS if k in inputs}
+        with torch.no_grad():
+            generated = self.model.generate(
+                **generation_inputs,
+                max_new_tokens=self.max_new_tokens,
+                num_beams=self.args.generation_num_beams or 1,
+                do_sample=False,
+            )
+        if self.family == "causal":
+            generated = generated[:, inputs["input_ids"].shape[1] :]
+        elif generated.shape[1] > 0 and self._starts_with_decoder_start(generated):
+            generated = generated[:, 1:]
+        generated = self._pad_to(generated, self.max_new_tokens)
+
+        loss = None
+        if "labels" in inputs:
+            with torch.no_grad(), self.compute_loss_context_manager():
+                outputs = model(**inputs)
+            loss = (outputs["loss"] if isinstance(outputs, dict) else outputs[0]).detach().mean()
+        if self.args.prediction_loss_only:
+            return loss, None, None
+        return loss, generated, inputs.get("labels")
+
+    def _starts_with_decoder_start(self, generated: torch.Tensor) -> bool:
+        start = getattr(self.model.config, "decoder_start_token_id", None)
+        return start is not None and bool((generated[:, 0] == start).all())
+
+    def _pad_to(self, tensor: torch.Tensor, length: int) -> torch.Tensor:
+        pad_id = self.processing_class.pad_token_id
+        if pad_id is None:
+            pad_id = self.processing_class.eos_token_id
+        if tensor.shape[1] >= length:
+            return tensor[:, :length]
+        padded = tensor.new_full((tensor.shape[0], length), pad_id)
+        padded[:, : tensor.shape[1]] = tensor
+        return padded
+
+    # ---- files --------------------------------------------------------------------------------
+    def save_state(self) -> None:
+        """``trainer_state.json`` in ``--output_dir``, written atomically (rank 0 only)."""
+        if not self.is_world_process_zero():
+            return
+        text = json.dumps(dataclasses.asdict(self.state), indent=2, sort_keys=True) + "\n"
+        atomic_write_text(os.path.join(self.args.output_dir, "trainer_state.json"), text)
