@@ -1,0 +1,313 @@
+"""The papers' table layouts, the metric each paper reports per task, and published rows beside ours.
+
+Format-independent: builds ``Table`` objects (rows of ``Cell`` values) that the renderers of
+``collect_results.py`` and the bar chart of ``plot_results.py`` consume.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scripts._runs import GroupKey, GroupResult, format_setting
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_RESULTS = REPO_ROOT / "results" / "paper_results.json"
+
+REPORTED_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mnli": ("MNLI", ("accuracy",)),
+    "qqp": ("QQP", ("accuracy",)),
+    "qnli": ("QNLI", ("accuracy",)),
+    "sst2": ("SST-2", ("accuracy",)),
+    "stsb": ("STS-B", ("pearson",)),
+    "mrpc": ("MRPC", ("accuracy",)),
+    "rte": ("RTE", ("accuracy",)),
+    "cola": ("CoLA", ("matthews_correlation",)),
+    "superglue-multirc": ("MultiRC", ("f1",)),
+    "superglue-boolq": ("BoolQ", ("accuracy",)),
+    "superglue-wic": ("WiC", ("accuracy",)),
+    "superglue-wsc.fixed": ("WSC", ("accuracy",)),
+    "superglue-cb": ("CB", ("accuracy",)),
+    "nq": ("NQ", ("f1", "em")),
+    "hotpotqa": ("HotpotQA", ("f1", "em")),
+    "searchqa": ("SearchQA", ("f1", "em")),
+    "newsqa": ("NewsQA", ("f1", "em")),
+    "winogrande": ("WinoGrande", ("accuracy",)),
+    "yelp_polarity": ("Yelp-2", ("accuracy",)),
+    "scitail": ("SciTail", ("accuracy",)),
+    "paws": ("PAWS-Wiki", ("accuracy",)),
+}
+"""task_name -> (paper column label, test metrics the papers report; the first is the headline one).
+
+From the released DePT checkpoints matched against the papers' rows: QQP, MRPC and CB are accuracy,
+STS-B Pearson, CoLA Matthews correlation, MultiRC F1, MRQA F1 (EM also shown). Averages are plain
+means of these per-task numbers.
+"""
+
+METRIC_SHORT = {"f1": "F1", "em": "EM", "accuracy": "Acc", "pearson": "Pearson", "matthews_correlation": "MCC"}
+
+METHOD_ORDER = ("full-finetuning", "head-only", "PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
+
+FEW_SHOT_KS = (4, 16, 32)
+
+
+def reported_metrics(task: str, fallback: str | None = None) -> tuple[str, ...]:
+    """Test metrics to report for ``task``; unknown tasks use ``fallback`` (their selection metric)."""
+    if task in REPORTED_METRICS:
+        return REPORTED_METRICS[task][1]
+    return (fallback,) if fallback else ()
+
+
+def task_label(task: str) -> str:
+    return REPORTED_METRICS[task][0] if task in REPORTED_METRICS else task
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One of the papers' tables: its tasks, and the name of its average column in the paper data."""
+
+    name: str
+    title: str
+    tasks: tuple[str, ...]
+    paper_means: tuple[str, ...] = ()
+    few_shot: bool = False
+
+
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        Layout("glue", "GLUE", ("mnli", "qqp", "qnli", "sst2", "stsb", "mrpc", "rte", "cola"), ("GLUE_avg",)),
+        Layout(
+            "superglue",
+            "SuperGLUE",
+            ("superglue-multirc", "superglue-boolq", "superglue-wic", "superglue-wsc.fixed", "superglue-cb"),
+            ("SuperGLUE_avg",),
+        ),
+        Layout("mrqa", "MRQA 2019", ("nq", "hotpotqa", "searchqa", "newsqa"), ("MRQA_avg", "avg")),
+        Layout("others", "Other tasks", ("winogrande", "yelp_polarity", "scitail", "paws"), ("Others_avg",)),
+        Layout("fewshot", "Few-shot", tuple(REPORTED_METRICS), few_shot=True),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: one (task, metric[, k]) or, when ``members`` is set, the mean of those columns.
+
+    ``primary`` marks the headline metric of its task(s) (the one a paper's single-metric table holds);
+    ``paper_label`` is the column name in the published data.
+    """
+
+    label: str
+    metric: str
+    primary: bool
+    paper_label: str
+    task: str | None = None
+    k: int | None = None
+    members: tuple[Column, ...] = ()
+
+    @property
+    def is_mean(self) -> bool:
+        return bool(self.members)
+
+
+def layout_columns(layout: Layout, ks: Sequence[int] = ()) -> list[Column]:
+    """Task columns (then mean columns) of a layout; the few-shot layout gets one column per (task, k)."""
+    if layout.few_shot:
+        return [
+            Column(f"{task_label(t)} k={k}", reported_metrics(t)[0], True, "", task=t, k=k)
+            for t in layout.tasks
+            for k in ks
+        ]
+    multi = any(len(reported_metrics(t)) > 1 for t in layout.tasks)
+    columns: list[Column] = []
+    for t in layout.tasks:
+        for i, metric in enumerate(reported_metrics(t)):
+            label = f"{task_label(t)} {METRIC_SHORT.get(metric, metric)}" if multi else task_label(t)
+            columns.append(Column(label, metric, i == 0, task_label(t), task=t))
+    for i in range(max(len(reported_metrics(t)) for t in layout.tasks)):
+        members = tuple(c for c in columns if not c.is_mean and reported_metrics(c.task).index(c.metric) == i)
+        metric = members[0].metric
+        label = f"Avg {METRIC_SHORT.get(metric, metric)}" if multi else "Avg"
+        columns.append(Column(label, metric, i == 0, "", members=members))
+    return columns
+
+
+@dataclass
+class Cell:
+    """One table value: mean (x100 units as written by the metrics), sample std, n seeds.
+
+    ``complete`` is False when the best setting lacks seeds that other settings have; ``detail`` holds
+    the chosen setting and seeds for our cells.
+    """
+
+    mean: float | None
+    std: float | None = None
+    n: int | None = None
+    complete: bool = True
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """A table row: ``kind`` is "ours", "paper" or "diff"."""
+
+    kind: str
+    label: str
+    params: str
+    cells: dict[str, Cell]
+    source: str = ""
+
+
+@dataclass
+class Table:
+    layout: Layout
+    model: str
+    columns: list[Column]
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+def human_count(n: int) -> str:
+    """Parameter count the way the papers print it: 74880 -> 74.9K, 220000000 -> 220M."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            text = f"{n / scale:.1f}".removesuffix(".0")
+            return f"{text}{suffix}"
+    return str(n)
+
+
+def params_label(counts: set[int]) -> str:
+    if not counts:
+        return "–"
+    low, high = min(counts), max(counts)
+    return human_count(low) if low == high else f"{human_count(low)}–{human_count(high)}"
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def fill_means(row: Row, columns: Sequence[Column]) -> None:
+    """Set the row's mean cells: the plain mean of its member cells, only when every member has a value."""
+    for col in columns:
+        if col.is_mean and col.label not in row.cells:
+            values = [row.cells.get(m.label) for m in col.members]
+            if values and all(v is not None and v.mean is not None for v in values):
+                row.cells[col.label] = Cell(
+                    statistics.fmean(v.mean for v in values), complete=all(v.complete for v in values)
+                )
+
+
+def our_rows(layout: Layout, model: str, results: dict[GroupKey, GroupResult]) -> tuple[list[Column], list[Row]]:
+    """Columns and one row per method for ``model`` (methods without any task of the layout are left out)."""
+    mine = {
+        key: res
+        for key, res in results.items()
+        if key[0] == model and key[2] in layout.tasks and (key[3] is not None) == layout.few_shot
+    }
+    ks = sorted({key[3] for key in mine} | set(FEW_SHOT_KS)) if layout.few_shot else []
+    columns = layout_columns(layout, ks)
+    if layout.few_shot:
+        present = {key[2] for key in mine}
+        columns = [c for c in columns if c.task in present]
+    rows = []
+    for method in sorted({key[1] for key in mine}, key=method_sort_key):
+        cells: dict[str, Cell] = {}
+        params: set[int] = set()
+        for col in columns:
+            res = mine.get((model, method, col.task, col.k)) if not col.is_mean else None
+            if res is None or col.metric not in res.test:
+                continue
+            mean, std, n = res.test[col.metric]
+            detail = {
+                "setting": format_setting(res.setting),
+                "seeds": res.seeds,
+                "val_metric": res.selection_metric,
+                "val_mean": res.val_mean,
+            }
+            cells[col.label] = Cell(mean, std, n, res.complete, detail)
+            params |= res.params
+        row = Row("ours", method, params_label(params), cells)
+        fill_means(row, columns)
+        rows.append(row)
+    return columns, rows
+
+
+def load_paper(path: str | Path = PAPER_RESULTS) -> dict[str, Any]:
+    with Path(path).open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def paper_rows(layout: Layout, model: str, columns: Sequence[Column], paper: dict[str, Any]) -> list[Row]:
+    """Published rows for this layout and model, one per row name (tables listed in the file's order)."""
+    rows: dict[str, Row] = {}
+    for table in paper["tables"]:
+        use = table.get("use", {})
+        if layout.name not in use.get("layouts", []) or table.get("model") != model:
+            continue
+        selected = use.get("rows") or {name: {"name": name, "metric": use.get("metric", "reported")} for name in table["rows"]}
+        for source_name, spec in selected.items():
+            values = table["rows"][source_name]
+            name, metric = spec["name"], spec["metric"]
+            row = rows.get(name)
+            if row is None:
+                label = table.get("params_label", {}).get(source_name)
+                row = rows[name] = Row("paper", name, label or "–", {}, source=table["id"])
+            for col in columns:
+                if (metric == "reported" and not col.primary) or metric not in ("reported", col.metric):
+                    continue
+                names = layout.paper_means if col.is_mean else (col.paper_label,)
+                for paper_col in names:
+                    if values.get(paper_col) is not None and col.label not in row.cells:
+                        row.cells[col.label] = Cell(float(values[paper_col]))
+    return list(rows.values())
+
+
+def diff_rows(ours: Sequence[Row], published: Sequence[Row], method_rows: dict[str, str]) -> list[Row]:
+    """Ours minus the published row each method is compared with (cells where both exist)."""
+    by_name = {row.label: row for row in published}
+    out = []
+    for row in ours:
+        ref = by_name.get(method_rows.get(row.label, ""))
+        if ref is None:
+            continue
+        cells = {
+            label: Cell(cell.mean - ref.cells[label].mean)
+            for label, cell in row.cells.items()
+            if cell.mean is not None and label in ref.cells and ref.cells[label].mean is not None
+        }
+        out.append(Row("diff", f"Δ {row.label} − {ref.label}", "", cells, source=ref.source))
+    return out
+
+
+def build_tables(
+    results: dict[GroupKey, GroupResult],
+    layouts: Sequence[str] | None = None,
+    paper: dict[str, Any] | None = None,
+) -> list[Table]:
+    """One table per (layout, model) that has results; with ``paper``, published and difference rows too.
+
+    ``layouts`` None means every layout with at least one of our results.
+    """
+    models = sorted({key[0] for key in results})
+    tables = []
+    for name in layouts or LAYOUTS:
+        layout = LAYOUTS[name]
+        for model in models:
+            columns, rows = our_rows(layout, model, results)
+            if not rows:
+                continue
+            table = Table(layout, model, columns, rows)
+            if paper is not None:
+                published = paper_rows(layout, model, columns, paper)
+                if published:
+                    table.rows += published + diff_rows(rows, published, paper.get("method_rows", {}))
+                else:
+                    table.notes.append(f"no published {layout.title} numbers for {model} in the paper data")
+            tables.append(table)
+    return tables

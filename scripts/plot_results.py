@@ -1,0 +1,146 @@
+"""Figures from train.py runs: learning curves of several runs, and ours vs the paper per task.
+
+Usage::
+
+    python scripts/plot_results.py curves RUN_OR_ROOT [...] --out figs/rte_curves
+    python scripts/plot_results.py bars ROOT [...] --layout glue [--compare-paper] --out figs/glue_bars
+
+Each figure is written as ``<out>.png`` and ``<out>.pdf``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from scripts._runs import Run, discover_runs  # noqa: E402
+from scripts._tables import LAYOUTS, PAPER_RESULTS, build_tables, load_paper  # noqa: E402
+from scripts.collect_results import collect  # noqa: E402
+
+logger = logging.getLogger("plot_results")
+
+Series = tuple[list[int], list[float]]
+
+
+def curves(run: Run) -> tuple[Series, tuple[str | None, list[int], list[float]]]:
+    """(train-loss steps, values) and (metric, eval steps, values) from trainer_state.json's log_history."""
+    history = (run.state or {}).get("log_history", [])
+    metric = run.metric_for_best_model
+    loss = [(e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
+    key = f"eval_{metric}"
+    evals = [(e["step"], e[key]) for e in history if key in e and "step" in e]
+    return ([s for s, _ in loss], [v for _, v in loss]), (metric, [s for s, _ in evals], [v for _, v in evals])
+
+
+def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
+    """Write ``stem.png`` (150 dpi) and ``stem.pdf``; return both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(f"{stem.name}.{ext}") for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    for path in paths:
+        logger.info("wrote %s", path)
+    return paths
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """Run directories relative to their common parent (their names encode the swept values)."""
+    if len(runs) == 1:
+        return [runs[0].path.name]
+    common = Path(os.path.commonpath([r.path.resolve() for r in runs]))
+    return [str(r.path.resolve().relative_to(common)) for r in runs]
+
+
+def plot_curves(runs: Sequence[Run], out: str | Path) -> list[Path]:
+    """Train loss and validation metric vs step, one line per run, on one two-panel figure."""
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    metrics = set()
+    for run, label in zip(runs, run_labels(runs), strict=True):
+        (loss_steps, losses), (metric, eval_steps, values) = curves(run)
+        if not loss_steps and not eval_steps:
+            logger.warning("%s has no log_history in trainer_state.json", run.path)
+        ax_loss.plot(loss_steps, losses, marker=".", label=label)
+        ax_metric.plot(eval_steps, values, marker=".", label=label)
+        metrics.add(metric)
+    ax_loss.set(xlabel="step", ylabel="train loss", title="Training loss")
+    metric_name = metrics.pop() if len(metrics) == 1 else "metric_for_best_model"
+    ax_metric.set(xlabel="step", ylabel=f"eval_{metric_name}", title="Validation")
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+    ax_metric.legend(fontsize="small")
+    return save(fig, out)
+
+
+def plot_bars(roots: Sequence[str], layout: str, out: str | Path, model: str | None, compare_paper: bool,
+              paper_file: str | Path = PAPER_RESULTS) -> list[Path]:
+    """Per-task test scores of our methods (error bar = std over seeds) beside the published rows they match."""
+    collection = collect(roots)
+    paper = load_paper(paper_file) if compare_paper else None
+    tables = [t for t in build_tables(collection.results, [layout], paper) if model in (None, t.model)]
+    if not tables:
+        raise SystemExit(f"no {layout} results{f' for {model}' if model else ''} under {' '.join(roots)}")
+    table = tables[0]
+    columns = [c for c in table.columns if c.primary]
+    ours = [r for r in table.rows if r.kind == "ours"]
+    wanted = {(paper or {}).get("method_rows", {}).get(r.label) for r in ours}
+    rows = ours + [r for r in table.rows if r.kind == "paper" and r.label in wanted]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(columns) * max(1, len(rows)) / 2), 4))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        xs, heights, errs = [], [], []
+        for j, col in enumerate(columns):
+            cell = row.cells.get(col.label)
+            if cell is not None and cell.mean is not None:
+                xs.append(j + (i - (len(rows) - 1) / 2) * width)
+                heights.append(cell.mean)
+                errs.append(cell.std or 0.0)
+        label = f"{row.label} (paper)" if row.kind == "paper" else row.label
+        ax.bar(xs, heights, width, yerr=errs if row.kind == "ours" else None, capsize=2, label=label,
+               hatch="//" if row.kind == "paper" else None, alpha=0.85)
+    ax.set_xticks(range(len(columns)), [c.label for c in columns])
+    ax.set(ylabel="test score", title=f"{table.layout.title} ({table.model})")
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return save(fig, out)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_curves = sub.add_parser("curves", help="learning curves of several runs on one figure")
+    p_curves.add_argument("paths", nargs="+", help="run directories or roots holding them")
+    p_curves.add_argument("--out", required=True, help="output path without extension")
+    p_bars = sub.add_parser("bars", help="test score per task, ours vs paper")
+    p_bars.add_argument("roots", nargs="+")
+    p_bars.add_argument("--layout", choices=tuple(LAYOUTS), default="glue")
+    p_bars.add_argument("--model", help="model short name (default: the first with results)")
+    p_bars.add_argument("--compare-paper", action="store_true")
+    p_bars.add_argument("--paper-file", default=str(PAPER_RESULTS))
+    p_bars.add_argument("--out", required=True, help="output path without extension")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if args.command == "curves":
+        runs = discover_runs(args.paths)
+        if not runs:
+            raise SystemExit(f"no run directories under {' '.join(args.paths)}")
+        return plot_curves(runs, args.out)
+    return plot_bars(args.roots, args.layout, args.out, args.model, args.compare_paper, args.paper_file)
+
+
+if __name__ == "__main__":
+    main()
