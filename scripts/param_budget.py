@@ -1,0 +1,215 @@
+"""Trainable parameters of PT, DePT and ACCEPT for a model width, and the codebooks that fit the budget.
+
+All counts come from ``peft/budget.py`` (the same code the model wrappers use). The budget rule is
+the papers': never more than vanilla prompt tuning with 100 tokens, split at m (prepended side
+<= m*d, added side <= (100 - m)*d); ``--prepended_budget`` / ``--added_budget`` override it.
+
+Usage::
+
+    python scripts/param_budget.py --d 768 --m 60 --L 256            # T5-base, GLUE setting
+    python scripts/param_budget.py --model t5-small --m 40 --json    # hub id or local model folder
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+from peft.budget import (  # noqa: E402
+    PT_BUDGET_TOKENS,
+    Budget,
+    CodebookOption,
+    count_adapter_params,
+    feasible_codebooks,
+    low_rank_params,
+    num_subspaces,
+    paper_budget,
+)
+
+PAPER_SCPP = {
+    (32, 20): "ACCEPT T5-base 74.9K (run_qnli_pq_prompt.sh)",
+    (16, 12): "ACCEPT code default; BoolQ script alternative",
+    (8, 7): "ACCEPT BoolQ script alternative",
+    (32, 17): "ACCEPT t5-small BoolQ script",
+}
+"""Published / released (sub_dim, codebook_size) of SCPP, in order of preference for the default."""
+
+PAPER_SCAP = {
+    (256, 20): "ACCEPT T5-base 74.9K added part (inferred: 30,720)",
+    (256, 30): "ACCEPT t5-small BoolQ script",
+    (32, 4): "ACCEPT code default",
+}
+"""Published / released (sub_dim, codebook_size) of SCAP."""
+
+
+class ModelConfigError(RuntimeError):
+    """The model's config could not be read (offline hub id, typo, folder without config.json)."""
+
+
+def model_width(model: str) -> int:
+    """Embedding width d of a hub id or local folder (``hidden_size``; T5's ``d_model`` maps to it)."""
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise ModelConfigError(f"model folder {model!r} does not exist; pass a model folder, a hub id or --d")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except Exception as err:  # hub/network/parse errors come as many types; all mean "no config"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelConfigError(
+            f"cannot read the config of {model!r} ({type(err).__name__}: {first}). Without internet only "
+            "local model folders work: pass a folder with config.json, or give the width with --d."
+        ) from err
+    width = getattr(config.get_text_config(), "hidden_size", None)
+    if not width:
+        raise ModelConfigError(f"the config of {model!r} has no hidden_size/d_model; pass --d")
+    return int(width)
+
+
+def largest_rank(max_length: int, dim: int, budget: int) -> int:
+    """Largest DePT rank r whose A (L x r) and B (r x d) fit ``budget`` (0 when even r=1 does not)."""
+    r = 0
+    while low_rank_params(max_length, dim, r + 1) <= budget:
+        r += 1
+    return r
+
+
+def default_codebook(options: list[CodebookOption], paper: dict[tuple[int, int], str]) -> tuple[int, int] | None:
+    """The first paper configuration that is feasible, else the largest feasible option."""
+    feasible = {(o.sub_dim, o.codebook_size) for o in options}
+    for pair in paper:
+        if pair in feasible:
+            return pair
+    return (options[0].sub_dim, options[0].codebook_size) if options else None
+
+
+def method_counts(
+    d: int, m: int, length: int, r: int, budget: Budget, budget_tokens: int,
+    scpp: tuple[int, int] | None, scap: tuple[int, int] | None,
+) -> list[dict[str, Any]]:
+    """Every method's count (prepended, added, total) and whether it respects the budget split."""
+    common = {"dim": d, "num_virtual_tokens": m, "max_length": length, "r": r}
+    specs: list[tuple[str, str, dict[str, Any]]] = [
+        ("PT", f"{budget_tokens} tokens", {"dim": d, "num_virtual_tokens": budget_tokens, "with_added": False}),
+        ("DePT", f"m={m}, r={r}", common),
+    ]
+    if scpp:
+        cfg = {"scpp": True, "sub_dim_scpp": scpp[0], "codebook_size_scpp": scpp[1]}
+        specs.append(("ACCEPT-SCPP", f"SCPP {scpp}, r={r}", {**common, **cfg}))
+    if scap:
+        cfg = {"scap": True, "sub_dim_scap": scap[0], "codebook_size_scap": scap[1]}
+        specs.append(("ACCEPT-SCAP", f"m={m} dense, SCAP {scap}", {**common, **cfg}))
+    if scpp and scap:
+        cfg = {"scpp": True, "sub_dim_scpp": scpp[0], "codebook_size_scpp": scpp[1],
+               "scap": True, "sub_dim_scap": scap[0], "codebook_size_scap": scap[1]}
+        specs.append(("ACCEPT", f"SCPP {scpp} + SCAP {scap}", {**common, **cfg}))
+    rows = []
+    for method, config, kwargs in specs:
+        count = count_adapter_params(**kwargs)
+        if method == "PT":
+            within = count.total <= budget.total
+        else:
+            within = count.prepended <= budget.prepended and count.added <= budget.added
+        rows.append({"method": method, "config": config, "prepended": count.prepended, "added": count.added,
+                     "total": count.total, "within_budget": within})
+    return rows
+
+
+def options_table(options: list[CodebookOption], d: int, paper: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
+    return [
+        {"sub_dim": o.sub_dim, "codebook_size": o.codebook_size, "num_subspaces": num_subspaces(d, o.sub_dim),
+         "params": o.params, "paper": paper.get((o.sub_dim, o.codebook_size))}
+        for o in options
+    ]
+
+
+def report(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything the script prints, as one JSON-able dict."""
+    d = args.d if args.d is not None else model_width(args.model)
+    budget = paper_budget(d, args.m, args.budget_tokens)
+    budget = Budget(
+        prepended=budget.prepended if args.prepended_budget is None else args.prepended_budget,
+        added=budget.added if args.added_budget is None else args.added_budget,
+    )
+    scpp_options = feasible_codebooks(args.m, d, budget.prepended)
+    scap_options = feasible_codebooks(args.L, d, budget.added)
+    for flag, pair in (("scpp", args.scpp), ("scap", args.scap)):
+        if pair:
+            num_subspaces(d, pair[0], flag=f"{flag} SUB_DIM")
+    scpp = tuple(args.scpp) if args.scpp else default_codebook(scpp_options, PAPER_SCPP)
+    scap = tuple(args.scap) if args.scap else default_codebook(scap_options, PAPER_SCAP)
+    r = args.r if args.r is not None else largest_rank(args.L, d, budget.added)
+    return {
+        "model": args.model, "d": d, "m": args.m, "L": args.L, "r": r,
+        "budget": {"tokens": args.budget_tokens, "prepended": budget.prepended, "added": budget.added,
+                   "total": budget.total},
+        "methods": method_counts(d, args.m, args.L, r, budget, args.budget_tokens, scpp, scap),
+        "scpp_options": options_table(scpp_options, d, PAPER_SCPP),
+        "scap_options": options_table(scap_options, d, PAPER_SCAP),
+    }
+
+
+def render(rep: dict[str, Any]) -> str:
+    b = rep["budget"]
+    model = f" ({rep['model']})" if rep["model"] else ""
+    lines = [
+        f"d={rep['d']}{model}, m={rep['m']}, L={rep['L']}, r={rep['r']}; budget: prepended <= {b['prepended']:,}, "
+        f"added <= {b['added']:,}, total {b['total']:,} (= PT with {b['tokens']} tokens unless overridden)",
+        "",
+        "| Method | Configuration | Prepended | Added | Total | Within budget |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rep["methods"]:
+        lines.append(f"| {row['method']} | {row['config']} | {row['prepended']:,} | {row['added']:,} | "
+                     f"{row['total']:,} | {'yes' if row['within_budget'] else 'NO'} |")
+    for side, rows_name, budget in (("SCPP", "m", b["prepended"]), ("SCAP", "L", b["added"])):
+        options = rep[f"{side.lower()}_options"]
+        lines += ["", f"{side} (sub_dim, codebook_size) within {budget:,} ({rows_name}={rep[rows_name]} rows), "
+                      "largest count first:", "",
+                  "| sub_dim | codebook_size | K | params | paper |", "|---:|---:|---:|---:|---|"]
+        lines += [f"| {o['sub_dim']} | {o['codebook_size']} | {o['num_subspaces']} | {o['params']:,} | "
+                  f"{o['paper'] or ''} |" for o in options]
+        if not options:
+            lines.append("| – | – | – | – | nothing fits |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    width = parser.add_mutually_exclusive_group(required=True)
+    width.add_argument("--model", help="hub id or local model folder (d read from its config)")
+    width.add_argument("--d", type=int, help="embedding width")
+    parser.add_argument("--m", type=int, default=60, help="prompt length (--prefix_length)")
+    parser.add_argument("--L", type=int, default=256, help="max input length (--max_seq_length)")
+    parser.add_argument("--r", type=int, help="DePT rank (default: the largest within the added budget)")
+    parser.add_argument("--budget_tokens", type=int, default=PT_BUDGET_TOKENS)
+    parser.add_argument("--prepended_budget", type=int, help="override the prepended-side budget")
+    parser.add_argument("--added_budget", type=int, help="override the added-side budget")
+    parser.add_argument("--scpp", type=int, nargs=2, metavar=("SUB_DIM", "CODEBOOK_SIZE"),
+                        help="SCPP configuration to count (default: a feasible paper one, else the largest)")
+    parser.add_argument("--scap", type=int, nargs=2, metavar=("SUB_DIM", "CODEBOOK_SIZE"),
+                        help="SCAP configuration to count (default: a feasible paper one, else the largest)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        rep = report(args)
+    except (ModelConfigError, ValueError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    sys.stdout.write(json.dumps(rep, indent=1) + "\n" if args.json else render(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""param_budget reproduces the papers' T5-base counts and lists the codebooks that fit the budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts import param_budget
+
+
+def run_json(capsys, *argv: str) -> dict:
+    assert param_budget.main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_paper_t5_base_counts(capsys):
+    rep = run_json(capsys, "--d", "768", "--m", "60", "--L", "256")
+    assert rep["r"] == 30  # largest rank within the added budget 40 * 768
+    assert rep["budget"] == {"tokens": 100, "prepended": 46_080, "added": 30_720, "total": 76_800}
+    totals = {row["method"]: (row["prepended"], row["added"], row["total"]) for row in rep["methods"]}
+    assert totals == {
+        "PT": (76_800, 0, 76_800),
+        "DePT": (46_080, 30_720, 76_800),
+        "ACCEPT-SCPP": (44_160, 30_720, 74_880),  # SCPP (32, 20) + r = 30: the paper's 74.9K
+        "ACCEPT-SCAP": (46_080, 30_720, 76_800),
+        "ACCEPT": (44_160, 30_720, 74_880),
+    }
+    assert all(row["within_budget"] for row in rep["methods"])
+    scap = [(o["sub_dim"], o["codebook_size"], o["params"]) for o in rep["scap_options"]]
+    assert (256, 20, 30_720) in scap and all(p <= 30_720 for _, _, p in scap)
+    assert [o["params"] for o in rep["scap_options"]] == sorted((o["params"] for o in rep["scap_options"]), reverse=True)
+    marked = {(o["sub_dim"], o["codebook_size"]) for o in rep["scpp_options"] if o["paper"]}
+    assert marked == {(32, 20), (16, 12), (8, 7)}
+    assert next(o for o in rep["scap_options"] if o["paper"] and o["sub_dim"] == 256)["codebook_size"] == 20
+
+
+def test_explicit_configs_and_budgets(capsys):
+    rep = run_json(capsys, "--d", "768", "--m", "60", "--L", "256", "--r", "45", "--scpp", "8", "7")
+    accept_scpp = next(row for row in rep["methods"] if row["method"] == "ACCEPT-SCPP")
+    assert (accept_scpp["prepended"], accept_scpp["added"]) == (45_696, 45 * (256 + 768))
+    assert accept_scpp["within_budget"] is False  # r = 45 exceeds the 30,720 added budget at m = 60
+    rep = run_json(capsys, "--d", "512", "--m", "40", "--prepended_budget", "20000", "--added_budget", "30720")
+    assert rep["budget"]["prepended"] == 20_000
+    assert all(o["params"] <= 20_000 for o in rep["scpp_options"])
+    # t5-small BoolQ script: SCPP (32, 17) at m = 40 is 19,584, marked as a paper configuration
+    assert {"sub_dim": 32, "codebook_size": 17, "num_subspaces": 16, "params": 19_584,
+            "paper": "ACCEPT t5-small BoolQ script"} in rep["scpp_options"]
+
+
+def test_model_folder_gives_width(tmp_path, capsys):
+    from transformers import T5Config
+
+    T5Config(d_model=48, num_layers=1, num_heads=2, d_kv=8, d_ff=16).save_pretrained(tmp_path)
+    rep = run_json(capsys, "--model", str(tmp_path), "--m", "10", "--L", "20")
+    assert rep["d"] == 48
+    pt = next(row for row in rep["methods"] if row["method"] == "PT")
+    assert pt["total"] == 100 * 48
+
+
+@pytest.mark.parametrize("argv", [["--model", "./no-such-model-folder"], ["--d", "768", "--scpp", "33", "4"]])
+def test_clear_errors(tmp_path, capsys, argv):
+    assert param_budget.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "no-such-model-folder" in err or "--scpp SUB_DIM 33 does not divide" in err
+
+
+def test_folder_without_config_is_a_clear_error(tmp_path, capsys):
+    assert param_budget.main(["--model", str(tmp_path)]) == 2
+    assert "cannot read the config of" in capsys.readouterr().err
+
+
+def test_text_output(capsys):
+    assert param_budget.main(["--d", "768"]) == 0
+    out = capsys.readouterr().out
+    assert "| ACCEPT-SCPP | SCPP (32, 20), r=30 | 44,160 | 30,720 | 74,880 | yes |" in out
+    assert "| 256 | 20 | 3 | 30,720 | ACCEPT T5-base 74.9K added part (inferred: 30,720) |" in out
