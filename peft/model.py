@@ -103,6 +103,7 @@ class PeftModel(nn.Module):
             param.requires_grad_(True)
         if init_weights:
             self._init_adapter(config, word_embeddings, tokenizer)
+        self.train(model.training)
 
     # ---- construction helpers ---------------------------------------------------------------------
     def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
