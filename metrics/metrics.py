@@ -50,7 +50,10 @@ def binary_f1(predictions: Sequence[str], references: Sequence[str]) -> Scores:
 def matthews_correlation(predictions: Sequence[str], references: Sequence[str]) -> Scores:
     """Matthews correlation on the raw strings (an invalid prediction is just one more class)."""
     _check_lengths(predictions, references)
-    return {"matthews_correlation": 100.0 * float(matthews_corrcoef(list(references), list(predictions)))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a single class in the batch: sklearn warns and returns 0
+        value = float(matthews_corrcoef(list(references), list(predictions)))
+    return {"matthews_correlation": 100.0 * value}
 
 
 def macro_f1_three_classes(predictions: Sequence[str], references: Sequence[str]) -> Scores:
