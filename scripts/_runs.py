@@ -35,6 +35,8 @@ IGNORED_LEAVES = frozenset(
         "resume_from_checkpoint",
         "hub_model_id",
         "git_commit",
+        "git_dirty",
+        "resumed_from",
         "versions",
     }
 )
@@ -56,8 +58,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+LOG_PATTERNS = ("output.log", "*.log", "*.err", "*.out")
+"""Where a run's error is looked for: train.py's log first, then captured stdout/stderr of a sweep script."""
+
+
 def last_error_line(log_path: Path) -> str | None:
-    """The last line of ``output.log`` that looks like an error (``...Error: msg``, ``Killed``, OOM).
+    """The last line of a log that looks like an error (``...Error: msg``, an ERROR record, ``Killed``, OOM).
 
     A traceback header is only used when no more specific line follows it; None when the log is
     absent or has no such line.
@@ -70,6 +76,24 @@ def last_error_line(log_path: Path) -> str | None:
     if specific:
         return specific[-1]
     return hits[-1] if hits else None
+
+
+def run_error(run_dir: Path) -> str | None:
+    """The last error line of ``output.log``, else of other ``*.log``/``*.err``/``*.out`` files in the run.
+
+    train.py's ``output.log`` holds logged errors; an uncaught traceback goes to the process's stderr,
+    which sweep scripts usually redirect into a file next to it.
+    """
+    seen = set()
+    for pattern in LOG_PATTERNS:
+        for path in sorted(run_dir.glob(pattern)):
+            if path in seen:
+                continue
+            seen.add(path)
+            line = last_error_line(path)
+            if line:
+                return line
+    return None
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -117,7 +141,11 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return self.results is not None
+        """all_results.json holds the requested splits (train.py merges train, eval, test in turn)."""
+        if self.results is None:
+            return False
+        wanted = [p for p, flag in (("eval_", "do_eval"), ("test_", "do_predict")) if self.get(flag, True)]
+        return all(any(k.startswith(p) and k != f"{p}loss" for k in self.results) for p in wanted)
 
     @cached_property
     def flat(self) -> dict[str, Any]:
@@ -201,7 +229,7 @@ def load_run(path: Path) -> Run:
         config=read_json(path / "run_config.json"),
         results=read_json(path / "all_results.json"),
         state=read_json(path / "trainer_state.json"),
-        error=last_error_line(path / "output.log"),
+        error=run_error(path),
     )
 
 
@@ -324,12 +352,14 @@ class Group:
                 if not runs:
                     notes.append(f"{label}: seed {seed} missing")
                 for run in runs:
-                    if run.results is None:
-                        why = f'failed: "{run.error}"' if run.error else "no all_results.json (running or killed)"
-                        notes.append(f"{label}: seed {seed} {why} [{run.path}]")
+                    absent = [k for k in metric_keys if run.results is None or k not in run.results]
+                    if run.error:
+                        why = f'failed: "{run.error}"'
+                    elif run.results is None:
+                        why = "no all_results.json (running or killed)"
                     else:
-                        absent = [k for k in metric_keys if k not in run.results]
-                        notes.append(f"{label}: seed {seed} all_results.json lacks {absent} [{run.path}]")
+                        why = f"all_results.json lacks {absent}"
+                    notes.append(f"{label}: seed {seed} {why} [{run.path}]")
         notes += [f"unreadable run (no run_config.json): {r.path}" for r in self.unreadable]
         return notes
 

@@ -97,9 +97,14 @@ def plot_bars(roots: Sequence[str], layout: str, out: str | Path, model: str | N
     table = tables[0]
     columns = [c for c in table.columns if c.primary]
     ours = [r for r in table.rows if r.kind == "ours"]
-    wanted = {(paper or {}).get("method_rows", {}).get(r.label) for r in ours}
-    rows = ours + [r for r in table.rows if r.kind == "paper" and r.label in wanted]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(columns) * max(1, len(rows)) / 2), 4))
+    method_rows = (paper or {}).get("method_rows", {})
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {r.label: palette[i % len(palette)] for i, r in enumerate(ours)}
+    published = [r for r in table.rows if r.kind == "paper" and r.label in {method_rows.get(o.label) for o in ours}]
+    for row in published:  # a published row takes the colour of the first method compared with it
+        color[f"paper:{row.label}"] = next(color[o.label] for o in ours if method_rows.get(o.label) == row.label)
+    rows = ours + published
+    fig, ax = plt.subplots(figsize=(min(16.0, 2.0 + 0.25 * len(columns) * len(rows)), 4))
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         xs, heights, errs = [], [], []
@@ -109,12 +114,14 @@ def plot_bars(roots: Sequence[str], layout: str, out: str | Path, model: str | N
                 xs.append(j + (i - (len(rows) - 1) / 2) * width)
                 heights.append(cell.mean)
                 errs.append(cell.std or 0.0)
-        label = f"{row.label} (paper)" if row.kind == "paper" else row.label
-        ax.bar(xs, heights, width, yerr=errs if row.kind == "ours" else None, capsize=2, label=label,
-               hatch="//" if row.kind == "paper" else None, alpha=0.85)
+        is_paper = row.kind == "paper"
+        ax.bar(xs, heights, width, yerr=None if is_paper else errs, capsize=2,
+               label=f"{row.label} (paper)" if is_paper else row.label,
+               color=color[f"paper:{row.label}" if is_paper else row.label],
+               hatch="//" if is_paper else None, alpha=0.55 if is_paper else 0.9)
     ax.set_xticks(range(len(columns)), [c.label for c in columns])
     ax.set(ylabel="test score", title=f"{table.layout.title} ({table.model})")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return save(fig, out)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass  # noqa: E402
 from scripts._runs import Run, discover_runs, format_setting, group_runs, values_equal  # noqa: E402
 
 STATUSES = ("finished", "failed", "unfinished", "missing")
-"""unfinished = no all_results.json and no error in output.log (still running, or killed)."""
+"""unfinished = no complete all_results.json and no error in the logs (still running, or killed)."""
 
 
 @dataclass
@@ -45,14 +45,15 @@ def group_label(run: Run) -> str:
 
 def run_entry(run: Run) -> Entry:
     """Status of one run directory; finished runs show their validation (and test) selection metric."""
-    if run.results is not None:
+    if run.finished:
         metric = run.metric_for_best_model
         parts = [f"{split} {metric} {run.results[f'{split}_{metric}']}" for split in ("eval", "test")
                  if metric and f"{split}_{metric}" in run.results]
         return Entry("finished", group_label(run), ", ".join(parts), run.path)
     if run.error:
         return Entry("failed", group_label(run), run.error, run.path)
-    return Entry("unfinished", group_label(run), "no all_results.json, no error in output.log", run.path)
+    what = "all_results.json lacks eval/test metrics" if run.results is not None else "no all_results.json"
+    return Entry("unfinished", group_label(run), f"{what}, no error in the logs", run.path)
 
 
 def parse_expect(specs: Sequence[str]) -> list[tuple[str, list[str]]]:

@@ -62,7 +62,7 @@ def write_run(
             "seed": seed, "learning_rate": lr, "max_steps": 2000, "greater_is_better": True,
             "metric_for_best_model": metric,
         },
-        "versions": {"python": "3.11", "torch": "2.13"}, "git_commit": f"c{seed}",
+        "versions": {"python": "3.11", "torch": f"2.{seed}"}, "git_commit": f"c{seed}", "git_dirty": seed == 43,
     }
     (run / "run_config.json").write_text(json.dumps(config))
     log = ["step 500 loss 1.2", "step 1000 eval_accuracy 80.0"]
@@ -250,6 +250,20 @@ def test_sweep_status(tree, tmp_path):
     (missing,) = by_status["missing"]
     assert (missing.group, missing.detail) == ("t5-base / DePT / mrpc", "learning_rate=0.4 seed=44")
     assert len(by_status["finished"]) == 6 + 5 + 5 + 3 + 3 + 8
+
+
+def test_crash_after_validation_is_failed_not_finished(tree):
+    run = write_run(tree, task="rte", method="DePT", lr=0.5, seed=42, val=99.0, test={"accuracy": 99.0})
+    results = json.loads((run / "all_results.json").read_text())
+    (run / "all_results.json").write_text(json.dumps({k: v for k, v in results.items() if not k.startswith("test_")}))
+    (run / "stderr.log").write_text("Traceback (most recent call last):\nRuntimeError: NCCL timeout\n")
+    (entry,) = [e for e in sweep_status.status([tree]) if e.path == run]
+    assert (entry.status, entry.detail) == ("failed", "RuntimeError: NCCL timeout")
+    collection = collect_results.collect([tree])
+    assert collection.results[("t5-base", "DePT", "rte", None)].setting == {"learning_rate": 0.3}
+    notes = collection.problems[("t5-base", "DePT", "rte", None)]
+    assert 'learning_rate=0.5: seed 42 failed: "RuntimeError: NCCL timeout"' in notes[0]
+    assert "learning_rate=0.5: seed 43 missing" in notes
 
 
 def test_sweep_status_expect_grid(tree):
