@@ -194,7 +194,7 @@ def _output_features(task: TaskSpec) -> datasets.Features:
     if task.is_qa:
         features["answers"] = datasets.List(datasets.Value("string"))
     else:
-        features["label"] = datasets.Value("float32" if task.is_regression else "int64")
+        features["label"] = datasets.Value("float64" if task.is_regression else "int64")
     if task.name == "superglue-multirc":
         features["group_id"] = datasets.Value("int64")
     return datasets.Features(features)
