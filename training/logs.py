@@ -18,11 +18,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     """Log to stdout at ``level`` (our packages) and at transformers' configured verbosity."""
     root = logging.getLogger()
     root.setLevel(level)
-    if not any(getattr(h, _HANDLER_FLAG, False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
-        setattr(handler, _HANDLER_FLAG, True)
-        root.addHandler(handler)
+    for handler in [h for h in root.handlers if getattr(h, _HANDLER_FLAG, False)]:
+        root.removeHandler(handler)  # its sys.stdout may be gone (repeated in-process runs)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+    setattr(handler, _HANDLER_FLAG, True)
+    root.addHandler(handler)
 
 
 def set_library_verbosity(level: int) -> None:
