@@ -106,11 +106,7 @@ def _tokenize_causal(
         answer = tgt + [eos] if is_train else []
         budget = max(max_seq_length - len(prefix) - len(marker) - len(answer), 0)
         prompt = prefix + src[:budget] + marker
-        ids = (
-            (prompt + answer)[-max_seq_length:]
-            if len(prompt) + len(answer) > max_seq_length
-            else prompt + answer
-        )
+        ids = (prompt + answer)[-max_seq_length:]  # only cuts when prefix + marker + answer > L
         labels = ([IGNORE_INDEX] * len(prompt) + answer)[-len(ids) :] if is_train else tgt
         mask = [1] * len(ids)
         if pad:
