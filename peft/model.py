@@ -65,6 +65,7 @@ class PeftModel(nn.Module):
     """A frozen base model plus a prompt adapter; family-specific subclasses implement forward/generate."""
 
     family = ""
+    plain_mean_loss = False
 
     def __init__(
         self,
@@ -103,6 +104,11 @@ class PeftModel(nn.Module):
             param.requires_grad_(True)
         if init_weights:
             self._init_adapter(config, word_embeddings, tokenizer)
+        if self.plain_mean_loss and not hasattr(type(model), "accepts_loss_kwargs"):
+            # transformers' Trainer inspects the unwrapped base model: a forward with **kwargs makes
+            # it skip dividing the loss by the gradient-accumulation steps, although T5/BERT losses
+            # are plain batch means (pitfalls.md, "Gradient accumulation with T5").
+            model.accepts_loss_kwargs = False
         self.train(model.training)
 
     # ---- construction helpers ---------------------------------------------------------------------
@@ -295,6 +301,7 @@ class PeftModelForSeq2SeqLM(PeftModel):
     """Encoder-decoder: prompt on the encoder input only; labels and decoder untouched."""
 
     family = "seq2seq"
+    plain_mean_loss = True
 
     def forward(
         self,
@@ -382,6 +389,7 @@ class PeftModelForSequenceClassification(PeftModel):
     """Encoder classifier: prompt before the tokens (token types 0), trainable head."""
 
     family = "classifier"
+    plain_mean_loss = True
 
     def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
         max_pos = getattr(model.config, "max_position_embeddings", None)

@@ -198,3 +198,21 @@ def test_prompt_only_dept_checkpoints_warn_about_missing_tensors(shared_dir, tas
     assert torch.equal(model.named_adapter_tensors()["prompt_embeddings"], file["prompt_embeddings"])
     _, added = model.adapter.compose()
     assert torch.count_nonzero(added) == 0  # B keeps its zero init: no added update
+
+
+def test_save_with_a_full_state_dict_keeps_only_adapter_tensors(tiny_t5_dir, tmp_path):
+    """transformers' Trainer may pass the whole model's state dict to save_pretrained."""
+    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir), _cfg(scpp=True))
+    _randomise(model)
+    state = model.state_dict()
+    model.save_pretrained(tmp_path, state_dict=state, is_main_process=True)
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert set(saved) == {
+        "prompt_weight",
+        "codebook_prompt",
+        "prompt_encoder.lora_embedding_A",
+        "prompt_encoder.lora_embedding_B",
+    }
+    assert torch.equal(saved["prompt_weight"], state["adapter.prompt.weight"])
+    model.save_pretrained(tmp_path / "other", is_main_process=False)
+    assert not (tmp_path / "other").exists()

@@ -106,6 +106,7 @@ def test_trainer_checkpoints_hold_only_the_adapter(tmp_path):
         logging_steps=1,
     )
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=_Data(), eval_dataset=_Data())
+    assert trainer.model_accepts_loss_kwargs is False  # T5 loss is a batch mean: GA must divide it
     trainer.train()
     checkpoints = sorted(tmp_path.glob("checkpoint-*"))
     assert len(checkpoints) == 3
