@@ -16,6 +16,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
 
 from . import io
 from .budget import ParamCount
@@ -44,6 +48,13 @@ def detect_model_family(config_or_model: Any) -> str:
         return "causal"
     if any(n.endswith("ForSequenceClassification") for n in names):
         return "classifier"
+    # A bare backbone (e.g. sentence-transformers' "BertModel" checkpoints): encoders that have a
+    # masked-LM head in transformers get a new classification head; decoders are causal LMs.
+    model_type = getattr(config, "model_type", None)
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "classifier"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal"
     raise ValueError(
         f"Cannot tell the model family of {getattr(config, 'model_type', config)!r} (architectures {names}); "
         "use an AutoModelForSeq2SeqLM / AutoModelForCausalLM / AutoModelForSequenceClassification model "

@@ -8,8 +8,10 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    BertConfig,
     LlamaConfig,
     LlamaForCausalLM,
+    PretrainedConfig,
     T5Config,
     T5ForConditionalGeneration,
 )
@@ -71,8 +73,11 @@ def test_family_detection(t5, llama, bert):
     bare = LlamaConfig(
         hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=10
     )
+    assert detect_model_family(bare) == "causal"  # no architectures: decided by the model type
+    sentence_encoder = BertConfig(architectures=["BertModel"])  # bare encoder checkpoints get a new head
+    assert detect_model_family(sentence_encoder) == "classifier"
     with pytest.raises(ValueError, match="task_type"):
-        detect_model_family(bare)
+        detect_model_family(PretrainedConfig())
     with torch.device("meta"):
         assert detect_model_family(LlamaForCausalLM(bare)) == "causal"
 
