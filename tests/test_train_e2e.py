@@ -219,3 +219,50 @@ def test_resume_and_overwrite(tiny_t5_dir, rte_dir, tmp_path):
     assert read_json(out / "trainer_state.json")["global_step"] == 3
     assert main([*argv, "--overwrite_output_dir"]) == 0
     assert read_json(out / "run_config.json")["resumed_from"] is None
+
+
+@pytest.mark.parametrize(("peft_type", "method"), [("HEAD_ONLY", "head-only"), ("FULL", "full-finetuning")])
+def test_encoder_classifier_baselines(peft_type, method, tiny_bert_dir, rte_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = base_argv(tiny_bert_dir, rte_dir, out, "--peft_type", peft_type, "--learning_rate", "1e-3")
+    assert main(argv) == 0
+    config = read_json(out / "run_config.json")
+    assert (config["method"], config["model_family"]) == (method, "classifier")
+    results = read_json(out / "all_results.json")
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    total = sum(p.numel() for p in base.parameters())
+    head = sum(p.numel() for n, p in base.named_parameters() if not n.startswith("bert."))
+    assert results["trainable_params"] == (head if peft_type == "HEAD_ONLY" else total)
+    assert {"eval_accuracy", "test_accuracy", "eval_invalid_predictions"} <= set(results)
+    rows = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text().splitlines()]
+    assert all(row["prediction"] in ("0", "1") for row in rows)
+
+
+def test_transfer_and_few_shot_from_a_saved_adapter(tiny_t5_dir, rte_dir, tmp_path):
+    """ACCEPT source run -> (a) --peft_model_id + --k_shot_example, (b) --pretrain_init from its codebooks."""
+    flags = METHODS["ACCEPT"][0]
+    source = tmp_path / "source"
+    assert main(base_argv(tiny_t5_dir, rte_dir, source, *flags, "--max_steps", "2")) == 0
+    source_tensors = load_file(source / "adapter_model.safetensors")
+
+    few = tmp_path / "fewshot"
+    argv = base_argv(tiny_t5_dir, rte_dir, few, "--peft_model_id", str(source), "--k_shot_example", "2",
+                     "--prefix_length", "9", "--learning_rate", "0")  # fmt: skip
+    assert main(argv) == 0
+    assert read_json(few / "run_config.json")["method"] == "ACCEPT"  # from the saved config, not the CLI
+    assert read_json(few / "all_results.json")["train_samples"] == 2  # K examples in total (tasks.md 1.5)
+    few_tensors = load_file(few / "adapter_model.safetensors")
+    # learning rate 0 for the prepended side: SCPP tensors are exactly the source's
+    for key in few_tensors:
+        if "prompt" in key and "lora" not in key:
+            assert torch.equal(few_tensors[key], source_tensors[key]), key
+
+    init = tmp_path / "pretrain_init"
+    argv = base_argv(tiny_t5_dir, rte_dir, init, *flags, "--pretrain_init", "True",
+                     "--pretrain_scpp_ckpt", str(source), "--pretrain_scap_ckpt", str(source),
+                     "--do_train", "False", "--do_eval", "True")  # fmt: skip
+    assert main(argv) == 0
+    # no training: the evaluation used the transferred tensors, so it matches the source's predictions
+    assert (init / "predictions_eval.jsonl").read_text() == (source / "predictions_eval.jsonl").read_text()
