@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Few-shot: start from a transferred adapter (--peft_model_id, e.g. the source run of run_transfer.sh)
+# and train on k = 4, 16, 32 examples of each target task (the sample depends on --seed).
+# The saved adapter decides the method and shapes; steps and evaluation interval are this script's choice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=t5-base
+ADAPTER=${ADAPTER:-outputs/transfer/t5-base/ACCEPT/source-mnli/lr3e-1_alr1e-4_pl60_st300000_seed42}
+TASKS="superglue-boolq superglue-cb scitail"
+K_SHOTS="4 16 32"
+SEEDS="42 43 44"
+MAX_LENGTH=256
+LR=3e-1
+ADDED_LR=1e-4
+STEPS=1000
+BATCH=32
+DATA_DIR=${DATA_DIR:-}
+OUT_ROOT=${OUT_ROOT:-outputs/fewshot}
+
+for TASK in $TASKS; do
+  for K in $K_SHOTS; do
+    for SEED in $SEEDS; do
+      OUT=$OUT_ROOT/$MODEL/$(basename "$ADAPTER")/$TASK/k${K}_lr${LR}_alr${ADDED_LR}_st${STEPS}_seed${SEED}
+      # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
+      python train.py \
+        --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+        --peft_model_id "$ADAPTER" --k_shot_example $K --max_seq_length $MAX_LENGTH \
+        --learning_rate $LR --added_embedding_lr $ADDED_LR --weight_decay 0 \
+        --max_steps $STEPS --warmup_steps 0 --seed $SEED \
+        --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
+        --eval_strategy steps --eval_steps 100 --save_strategy steps --save_steps 100 \
+        --load_best_model_at_end --save_total_limit 1 --logging_steps 50 \
+        --do_train --do_eval --do_predict --report_to tensorboard \
+        --output_dir "$OUT"
+    done
+  done
+done

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# ACCEPT (SCPP + SCAP) on the MRQA tasks with T5-base: L = 512, 300k steps, batch 16 x 2 accumulation.
+# Budget at L=512: SCPP (32, 20) = 44,160 + SCAP (128, 8) = 30,720 (the same added size as DePT m=60, r=24).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=t5-base
+TASKS="newsqa hotpotqa searchqa nq"
+MAX_LENGTH=512
+PREFIX_LENGTH=60
+R=24                                  # DePT's MRQA rank (r (L + d) = 30,720); unused with SCAP
+SUB_DIM_SCPP=32; CODEBOOK_SIZE_SCPP=20
+SUB_DIM_SCAP=128; CODEBOOK_SIZE_SCAP=8
+STEPS=300000
+LRS="3e-1 4e-1 5e-1"
+ADDED_LRS="1e-4 5e-4 1e-3 5e-3"
+BATCH=16
+GRAD_ACCUM=2                          # effective batch 32, as DePT's MRQA runs
+WARMUP=1800
+SEEDS="42"
+DATA_DIR=${DATA_DIR:-}
+OUT_ROOT=${OUT_ROOT:-outputs/mrqa}
+
+for TASK in $TASKS; do
+  for LR in $LRS; do
+    for ALR in $ADDED_LRS; do
+      for SEED in $SEEDS; do
+        OUT=$OUT_ROOT/$MODEL/ACCEPT/$TASK/lr${LR}_alr${ALR}_pl${PREFIX_LENGTH}_p${SUB_DIM_SCPP}x${CODEBOOK_SIZE_SCPP}_a${SUB_DIM_SCAP}x${CODEBOOK_SIZE_SCAP}_L${MAX_LENGTH}_st${STEPS}_seed${SEED}
+        # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
+        python train.py \
+          --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+          --peft_type PROMPT_TUNING_LORA --scpp True --scap True \
+          --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
+          --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
+          --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
+          --learning_rate $LR --added_embedding_lr $ALR --weight_decay 0 \
+          --max_steps $STEPS --warmup_steps $WARMUP --seed $SEED \
+          --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
+          --gradient_accumulation_steps $GRAD_ACCUM --generation_max_length 20 \
+          --eval_strategy steps --eval_steps 1000 --save_strategy steps --save_steps 1000 \
+          --load_best_model_at_end --save_total_limit 1 --logging_steps 500 \
+          --do_train --do_eval --do_predict --report_to tensorboard \
+          --output_dir "$OUT"
+      done
+    done
+  done
+done

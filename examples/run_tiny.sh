@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole pipeline on a tiny random T5 built locally: offline, CPU, about a minute.
+# Data: ../shared/data-real/rte when present (first rows only), else tiny synthetic RTE rows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT_ROOT=${OUT_ROOT:-outputs/tiny}
+METHODS="PT DePT ACCEPT"
+TASK=rte
+MAX_LENGTH=64
+PREFIX_LENGTH=4
+R=2
+STEPS=20
+LR=3e-1
+ADDED_LR=1e-3
+TOKENIZER=../shared/t5-tokenizer
+REAL_DATA=../shared/data-real
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+MODEL=$OUT_ROOT/model
+if [[ -d $REAL_DATA/$TASK ]]; then DATA_DIR=$REAL_DATA; else DATA_DIR=$OUT_ROOT/data; fi
+if [[ ! -f $MODEL/config.json ]]; then
+  python scripts/make_tiny_model.py --out_dir "$MODEL" \
+    $([[ -d $TOKENIZER ]] && echo --tokenizer "$TOKENIZER") \
+    $([[ $DATA_DIR == "$OUT_ROOT/data" ]] && echo --data_dir "$DATA_DIR")
+fi
+
+for METHOD in $METHODS; do
+  case $METHOD in
+    PT) FLAGS="--peft_type PROMPT_TUNING" ;;
+    DePT) FLAGS="--peft_type PROMPT_TUNING_LORA" ;;
+    ACCEPT) FLAGS="--peft_type PROMPT_TUNING_LORA --scpp True --scap True --sub_dim_scpp 8
+                   --codebook_size_scpp 2 --sub_dim_scap 8 --codebook_size_scap 2" ;;
+  esac
+  OUT=$OUT_ROOT/runs/$METHOD/$TASK/lr${LR}_alr${ADDED_LR}_pl${PREFIX_LENGTH}_r${R}_L${MAX_LENGTH}_st${STEPS}
+  # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
+  # shellcheck disable=SC2086
+  python train.py --model_name_or_path "$MODEL" --task_name $TASK --data_dir "$DATA_DIR" $FLAGS \
+    --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
+    --learning_rate $LR --added_embedding_lr $ADDED_LR --weight_decay 0 \
+    --max_steps $STEPS --warmup_steps 2 --per_device_train_batch_size 8 --per_device_eval_batch_size 32 \
+    --max_train_samples 64 --max_eval_samples 32 --max_predict_samples 32 \
+    --eval_strategy steps --eval_steps 10 --save_strategy steps --save_steps 10 \
+    --load_best_model_at_end --save_total_limit 1 --logging_steps 5 \
+    --do_train --do_eval --do_predict --report_to tensorboard --overwrite_output_dir \
+    --output_dir "$OUT"
+  echo "== $METHOD: $(python -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('eval_accuracy','test_accuracy','trainable_params')})" "$OUT/all_results.json")"
+done

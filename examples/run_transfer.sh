@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Transfer: train ACCEPT on a source task, then initialise each target task's SCPP and SCAP codebooks
+# and weights from it (--pretrain_init, ACCEPT's mechanism) and train on the target task.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=t5-base
+SOURCE_TASK=mnli
+SOURCE_STEPS=300000
+TARGET_TASKS="rte mrpc stsb cola superglue-boolq superglue-cb"
+TARGET_STEPS=30000
+MAX_LENGTH=256
+PREFIX_LENGTH=60
+SUB_DIM_SCPP=32; CODEBOOK_SIZE_SCPP=20
+SUB_DIM_SCAP=256; CODEBOOK_SIZE_SCAP=20
+LR=3e-1
+ADDED_LR=1e-4
+TARGET_LRS="3e-1 5e-1"
+BATCH=32
+WARMUP=1800
+SEED=42
+DATA_DIR=${DATA_DIR:-}
+OUT_ROOT=${OUT_ROOT:-outputs/transfer}
+
+common() {
+  # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
+  python train.py \
+    --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+    --peft_type PROMPT_TUNING_LORA --scpp True --scap True \
+    --prefix_length $PREFIX_LENGTH --max_seq_length $MAX_LENGTH \
+    --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
+    --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
+    --added_embedding_lr $ADDED_LR --weight_decay 0 --warmup_steps $WARMUP --seed $SEED \
+    --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
+    --eval_strategy steps --eval_steps 1000 --save_strategy steps --save_steps 1000 \
+    --load_best_model_at_end --save_total_limit 1 --logging_steps 500 \
+    --do_train --do_eval --do_predict --report_to tensorboard "$@"
+}
+
+SOURCE=$OUT_ROOT/$MODEL/ACCEPT/source-$SOURCE_TASK/lr${LR}_alr${ADDED_LR}_pl${PREFIX_LENGTH}_st${SOURCE_STEPS}_seed${SEED}
+[[ -f $SOURCE/adapter_model.safetensors ]] || \
+  common --task_name $SOURCE_TASK --learning_rate $LR --max_steps $SOURCE_STEPS --output_dir "$SOURCE"
+
+for TASK in $TARGET_TASKS; do
+  for TLR in $TARGET_LRS; do
+    OUT=$OUT_ROOT/$MODEL/ACCEPT/$TASK/from-${SOURCE_TASK}_lr${TLR}_alr${ADDED_LR}_pl${PREFIX_LENGTH}_st${TARGET_STEPS}_seed${SEED}
+    common --task_name "$TASK" --learning_rate $TLR --max_steps $TARGET_STEPS \
+      --pretrain_init True --pretrain_scpp_ckpt "$SOURCE" --pretrain_scap_ckpt "$SOURCE" \
+      --output_dir "$OUT"
+  done
+done
