@@ -152,6 +152,13 @@ class DataTrainingArguments:
             "help": "Pad every input to --max_seq_length (faithful); False pads each batch to its longest."
         },
     )
+    pad_to_multiple_of: int | None = field(
+        default=None,
+        metadata={
+            "help": "With --pad_to_max_length False: round each batch's length up to a multiple of this "
+            "(e.g. 8 for GPU tensor cores); must divide --max_seq_length."
+        },
+    )
     add_prefix: bool = field(default=False, metadata={"help": "Prepend the task name to the source text."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
@@ -344,6 +351,7 @@ def run(
             tokenizer,
             plan.family,
             max_seq_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
+            pad_to_multiple_of=data_args.pad_to_multiple_of,
         ),
         train_dataset=tokenized.get("train"),
         eval_dataset=tokenized.get("validation"),

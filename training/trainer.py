@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from training.optim import build_linear_schedule, build_optimizer
@@ -116,6 +117,16 @@ class PromptTrainer(Seq2SeqTrainer):
         return loss
 
     # ---- evaluation ---------------------------------------------------------------------------
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
+        """Evaluation keeps dataset order: scoring and ``predictions_<split>.jsonl`` match rows by position.
+
+        transformers 5 would length-group evaluation batches too under
+        ``--train_sampling_strategy group_by_length`` (permuting the predictions); only training is grouped.
+        """
+        if eval_dataset is not None and self.args.train_sampling_strategy == "group_by_length":
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
+
     def evaluation_loop(self, *args: Any, **kwargs: Any):
         """Evaluate with the prompt/update composed once (``model.materialized()``) when available."""
         materialized = getattr(self.model, "materialized", None)

@@ -140,6 +140,22 @@ def _check_schedule(training_args: Any) -> None:
 def _check_lengths(model_args: Any, data_args: Any, model_config: PretrainedConfig, family: str) -> None:
     if data_args.max_seq_length < 1:
         raise ConfigError(f"--max_seq_length must be >= 1, got {data_args.max_seq_length}.")
+    if (
+        not data_args.pad_to_max_length
+        and family == "causal"
+        and model_args.peft_type == "PROMPT_TUNING_LORA"
+    ):
+        raise ConfigError(
+            "--pad_to_max_length False is for encoder-decoder and encoder models (and PT): a decoder-only "
+            "model's added update is indexed by left-padded position, so its inputs are padded to "
+            "--max_seq_length (faithful)."
+        )
+    multiple = data_args.pad_to_multiple_of
+    if multiple is not None and (multiple < 1 or data_args.max_seq_length % multiple):
+        raise ConfigError(
+            f"--pad_to_multiple_of {multiple} must be >= 1 and divide --max_seq_length {data_args.max_seq_length} "
+            "(a padded batch may not be longer than the added update)."
+        )
     limit = getattr(model_config, "max_position_embeddings", None)
     if not isinstance(limit, int) or model_args.peft_type in BASELINE_METHODS:
         return
