@@ -9,6 +9,7 @@ plus, for classifiers, the head's own parameter names. Legacy ``.bin`` files are
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -61,7 +62,13 @@ def read_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         raw = load_file(str(path), device="cpu")
     else:
-        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{path}: refused to load: the pickle holds objects other than tensors, which could run "
+                f"code; only plain tensor files are read (weights_only=True). Detail: {_first_line(exc)}"
+            ) from exc
         if not isinstance(raw, Mapping):
             raise ValueError(f"{path} does not hold a dict of tensors.")
     out = {}
@@ -70,6 +77,13 @@ def read_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: entry {key!r} is not a tensor.")
         out[canonical_key(key)] = value
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    """The most specific line of torch's multi-line unpickling error (the refused global)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (named or lines or [type(exc).__name__])[0].split(" Please use")[0]
 
 
 def save_tensors(
