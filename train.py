@@ -114,6 +114,13 @@ class ModelArguments:
         default=None, metadata={"help": "Tokenizer folder/id if not the model's."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for hub downloads."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Run Python code shipped with the model/tokenizer (auto_map in its config). Off: such "
+            "a model is refused before anything is imported."
+        },
+    )
     dtype: str = field(
         default="float32",
         metadata={
@@ -296,7 +303,10 @@ def run(
     logger.info("training arguments %s", training_args.to_json_string())
 
     tokenizer = load_tokenizer(
-        model_args.tokenizer_name or model_args.model_name_or_path, plan.family, model_args.cache_dir
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        plan.family,
+        model_args.cache_dir,
+        trust_remote_code=model_args.trust_remote_code,
     )
     target_length = max_target_length(plan.task.name, tokenizer, training_args.generation_max_length)
     tokenized = tokenize_splits(

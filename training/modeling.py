@@ -35,9 +35,16 @@ _AUTO_CLASSES = {
 }
 
 
-def load_model_config(model_name_or_path: str, cache_dir: str | None = None) -> PretrainedConfig:
-    """The backbone's config only (a small JSON file): enough for the family, d and fail-fast checks."""
-    return AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir)
+def load_model_config(
+    model_name_or_path: str, cache_dir: str | None = None, trust_remote_code: bool = False
+) -> PretrainedConfig:
+    """The backbone's config only (a small JSON file): enough for the family, d and fail-fast checks.
+
+    ``trust_remote_code`` is passed explicitly (False: a folder with custom code is refused, never a prompt).
+    """
+    return AutoConfig.from_pretrained(
+        model_name_or_path, cache_dir=cache_dir, trust_remote_code=trust_remote_code
+    )
 
 
 def hidden_size(config: PretrainedConfig) -> int:
@@ -49,10 +56,14 @@ def hidden_size(config: PretrainedConfig) -> int:
     raise ValueError(f"cannot find the embedding width in the {type(config).__name__} of the model")
 
 
-def load_tokenizer(name_or_path: str, family: str, cache_dir: str | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name_or_path: str, family: str, cache_dir: str | None = None, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
     """AutoTokenizer with an explicit padding side (right; left for decoder-only, as the originals pad)
     and pad := eos when the tokenizer has no pad token."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, cache_dir=cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(
+        name_or_path, cache_dir=cache_dir, trust_remote_code=trust_remote_code
+    )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left" if family == "causal" else "right"
@@ -66,9 +77,14 @@ def load_backbone(
     num_labels: int | None = None,
     dtype: str = "float32",
     cache_dir: str | None = None,
+    trust_remote_code: bool = False,
 ) -> nn.Module:
     """The frozen-to-be base model of ``family`` in ``dtype`` (adapter parameters stay float32)."""
-    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "cache_dir": cache_dir}
+    kwargs: dict[str, Any] = {
+        "dtype": DTYPES[dtype],
+        "cache_dir": cache_dir,
+        "trust_remote_code": trust_remote_code,
+    }
     if family == "classifier":
         kwargs["num_labels"] = num_labels
     return _AUTO_CLASSES[family].from_pretrained(model_name_or_path, **kwargs)
@@ -126,6 +142,7 @@ def build_model(plan: Any, model_args: Any, tokenizer: PreTrainedTokenizerBase) 
         num_labels=plan.task.num_labels,
         dtype=model_args.dtype,
         cache_dir=model_args.cache_dir,
+        trust_remote_code=model_args.trust_remote_code,
     )
     if backbone.config.pad_token_id is None:
         backbone.config.pad_token_id = tokenizer.pad_token_id

@@ -11,11 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PretrainedConfig
 from transformers.trainer_utils import get_last_checkpoint
 
 from data.tasks import TaskSpec, get_task
 from peft import PromptTuningConfig, detect_model_family
+from peft.encoders import (
+    KEY_LORA_A,
+    KEY_LORA_B,
+    KEY_PROMPT,
+    KEY_PROMPT_CODEBOOK,
+    KEY_PROMPT_WEIGHT,
+    KEY_SCAP_CODEBOOK,
+    KEY_SCAP_WEIGHT,
+    PromptAdapter,
+)
+from peft.io import read_adapter_tensors
 from training.modeling import (
     BASELINE_METHODS,
     PEFT_TYPES,
@@ -27,6 +39,14 @@ logger = logging.getLogger(__name__)
 
 FP16_UNSAFE_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
 TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM", "classifier": "SEQ_CLS"}
+ADAPTER_KEYS = (
+    KEY_PROMPT, KEY_PROMPT_WEIGHT, KEY_PROMPT_CODEBOOK, KEY_LORA_A, KEY_LORA_B, KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK,
+)  # fmt: skip
+# Adapter config fields that decide the tensors' shapes (a resumed checkpoint must agree on all of them).
+SHAPE_FIELDS = (
+    "peft_type", "num_virtual_tokens", "token_dim", "max_length", "r", "scpp", "sub_dim_scpp",
+    "codebook_size_scpp", "scap", "sub_dim_scap", "codebook_size_scap",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -61,8 +81,17 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
         raise ConfigError(f"--peft_type {peft_type!r} is not supported; use one of {', '.join(PEFT_TYPES)}.")
     _check_data_dir(data_args, task)
     try:
-        model_config = load_model_config(model_args.model_name_or_path, model_args.cache_dir)
+        model_config = load_model_config(
+            model_args.model_name_or_path,
+            model_args.cache_dir,
+            trust_remote_code=model_args.trust_remote_code,
+        )
     except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise ConfigError(
+                f"--model_name_or_path {model_args.model_name_or_path} ships its own Python code (auto_map); "
+                "it is not run unless you pass --trust_remote_code True (read that code first)."
+            ) from exc
         raise ConfigError(
             f"--model_name_or_path {model_args.model_name_or_path}: cannot read its config ({exc})"
         ) from exc
@@ -84,12 +113,14 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
             )
         method = BASELINE_METHODS[peft_type]
     elif model_args.peft_model_id:
-        loaded = _load_adapter_config(model_args, data_args, d)
+        loaded = _load_adapter_config(model_args, data_args, d, family)
         method = loaded.method_name
     else:
         peft_config = build_peft_config(model_args, data_args, family, d)
         method = peft_config.method_name
     resume = _resolve_output_dir(training_args)
+    if resume is not None and (peft_config or loaded) is not None:
+        _check_checkpoint_matches(resume, peft_config or loaded, d)
     return RunPlan(task, family, model_config, d, method, peft_config, loaded, resume)
 
 
@@ -217,6 +248,12 @@ def build_peft_config(model_args: Any, data_args: Any, family: str, token_dim: i
         config.validate(token_dim=token_dim)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    for ckpt, keys, flag in (
+        (scpp_ckpt, (KEY_PROMPT_WEIGHT, KEY_PROMPT_CODEBOOK), "--pretrain_scpp_ckpt"),
+        (scap_ckpt, (KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK), "--pretrain_scap_ckpt"),
+    ):
+        if ckpt is not None:
+            check_adapter_tensors(ckpt, config, token_dim, f"{flag} {ckpt}", keys)
     return config
 
 
@@ -228,14 +265,30 @@ def _existing_dir(path: str | None, flag: str) -> str:
     return path
 
 
-def _load_adapter_config(model_args: Any, data_args: Any, token_dim: int) -> PromptTuningConfig:
-    """The saved config of --peft_model_id; its shapes win over the command line (warned, defect D26)."""
+def _load_adapter_config(model_args: Any, data_args: Any, token_dim: int, family: str) -> PromptTuningConfig:
+    """The saved config of --peft_model_id; its shapes win over the command line (warned, defect D26).
+
+    Checked against the model (d, family) and against the tensors in the folder (read safely: safetensors,
+    or a legacy .bin with weights_only=True) before any model weights load.
+    """
     path = Path(model_args.peft_model_id)
+    flag = f"--peft_model_id {path}"
     try:
         config = PromptTuningConfig.from_pretrained(path)
         config.validate(token_dim=token_dim, check_init=False)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--peft_model_id {path}: {exc}") from exc
+        raise ConfigError(f"{flag}: {exc}") from exc
+    if config.token_dim is not None and config.token_dim != token_dim:
+        raise ConfigError(
+            f"{flag}: the adapter was saved for token_dim (d) {config.token_dim}, but "
+            f"{model_args.model_name_or_path} has d={token_dim}."
+        )
+    if config.task_type is not None and config.task_type != TASK_TYPES[family]:
+        raise ConfigError(
+            f"{flag}: the adapter was saved for task_type {config.task_type}, but "
+            f"{model_args.model_name_or_path} is a {family} model ({TASK_TYPES[family]})."
+        )
+    check_adapter_tensors(path, config, token_dim, flag)
     cli = {
         "peft_type": model_args.peft_type,
         "num_virtual_tokens": model_args.prefix_length,
@@ -255,10 +308,81 @@ def _load_adapter_config(model_args: Any, data_args: Any, token_dim: int) -> Pro
     return config
 
 
+def check_adapter_tensors(
+    folder: str | Path,
+    config: PromptTuningConfig,
+    token_dim: int,
+    flag: str,
+    keys: tuple[str, ...] | None = None,
+) -> None:
+    """Read the adapter file of ``folder`` safely and compare its tensor shapes with ``config`` at width d.
+
+    Builds the adapter on the meta device (no memory); a code-carrying pickle, a missing file or a shape
+    that differs raise ConfigError naming ``flag`` and both shapes. Only ``keys`` are compared when given
+    (a transfer source contributes one side); keys the adapter lacks (a classifier head) are left to the loader.
+    """
+    try:
+        state = read_adapter_tensors(folder)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+    with torch.device("meta"):
+        expected = PromptAdapter(config, token_dim).named_adapter_tensors()
+    foreign = sorted(k for k in state if k in ADAPTER_KEYS and k not in expected)
+    if keys is None and foreign:
+        raise ConfigError(
+            f"{flag}: the file holds {foreign}, which a {config.method_name} adapter (its adapter_config.json) "
+            f"does not have (it has {sorted(expected)})."
+        )
+    for key, tensor in state.items():
+        if (
+            key in expected
+            and (keys is None or key in keys)
+            and tuple(tensor.shape) != tuple(expected[key].shape)
+        ):
+            raise ConfigError(
+                f"{flag}: tensor {key} has shape {tuple(tensor.shape)}, but its adapter_config.json and the "
+                f"model (d={token_dim}) give {tuple(expected[key].shape)}."
+            )
+
+
+def _check_checkpoint_matches(checkpoint: str, config: PromptTuningConfig, token_dim: int) -> None:
+    """A checkpoint to resume must hold the adapter the command line builds (same method and shapes)."""
+    flag = f"--resume_from_checkpoint {checkpoint}"
+    try:
+        saved = PromptTuningConfig.from_pretrained(checkpoint)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+    differing = [
+        f"{name}: checkpoint {getattr(saved, name)} vs command line {getattr(config, name)}"
+        for name in SHAPE_FIELDS
+        if None not in (getattr(saved, name), getattr(config, name))
+        and getattr(saved, name) != getattr(config, name)
+    ]
+    if differing:
+        raise ConfigError(
+            f"{flag} holds a different adapter ({'; '.join(differing)}); use the flags it was trained with."
+        )
+    check_adapter_tensors(checkpoint, config, token_dim, flag)
+
+
 def _resolve_output_dir(training_args: Any) -> str | None:
-    """Checkpoint to resume from (explicit, or the last one in --output_dir), or None for a fresh run."""
+    """Checkpoint to resume from (explicit, or the last one in --output_dir), or None for a fresh run.
+
+    An explicit --resume_from_checkpoint is never dropped silently: it needs --do_train, and ``True``
+    contradicts --overwrite_output_dir.
+    """
     out = Path(training_args.output_dir)
     explicit = training_args.resume_from_checkpoint
+    if explicit is not None and not training_args.do_train:
+        raise ConfigError(
+            f"--resume_from_checkpoint {explicit} continues training and needs --do_train; to evaluate a "
+            "saved adapter pass --peft_model_id <checkpoint folder> with --do_eval/--do_predict."
+        )
+    if str(explicit).lower() == "true" and training_args.overwrite_output_dir:
+        raise ConfigError(
+            "--resume_from_checkpoint True and --overwrite_output_dir contradict each other (resume vs "
+            "start from scratch); pass one."
+        )
     if explicit is not None and str(explicit).lower() != "true":
         if not Path(explicit).is_dir():
             raise ConfigError(f"--resume_from_checkpoint {explicit} is not a directory.")
