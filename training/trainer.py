@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -64,6 +65,13 @@ class PromptTrainer(Seq2SeqTrainer):
         stop_on_nan: bool = True,
         **kwargs: Any,
     ) -> None:
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is not None and training_args.ddp_find_unused_parameters is None:
+            # Every trainable tensor (prompt, A/B or codebooks, a classifier head) takes part in every forward
+            # and frozen ones are not registered by DDP: skip the per-step search for unused parameters
+            # (transformers turns it on for any model that is not a PreTrainedModel, as our wrapper). Set
+            # before the parent builds the accelerator, which reads it.
+            training_args.ddp_find_unused_parameters = False
         super().__init__(*args, **kwargs)
         self.add_callback(LogHistoryCallback())
         self.model_accepts_loss_kwargs = False
@@ -128,7 +136,15 @@ class PromptTrainer(Seq2SeqTrainer):
         return super()._get_eval_sampler(eval_dataset)
 
     def evaluation_loop(self, *args: Any, **kwargs: Any):
-        """Evaluate with the prompt/update composed once (``model.materialized()``) when available."""
+        """Evaluate with the prompt/update composed once (``model.materialized()``) when available.
+
+        Under DDP every example is scored once: ``Seq2SeqTrainer.evaluate/predict`` switch the gather to
+        ``accelerator.gather``, which keeps the samples the distributed sampler repeats to even out the last
+        batch (N=5 on 2 ranks with batch 2 gives 8 predictions); ``gather_for_metrics`` drops them.
+        """
+        self.gather_function = functools.partial(
+            self.accelerator.gather_for_metrics, use_gather_object=self.args.eval_use_gather_object
+        )
         materialized = getattr(self.model, "materialized", None)
         context = materialized() if callable(materialized) else contextlib.nullcontext()
         with context:

@@ -7,6 +7,7 @@ listings). Each problem raises ``ConfigError`` with one line that names the flag
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import ParallelMode
 
 from data.tasks import TaskSpec, get_task
 from peft import PromptTuningConfig, detect_model_family
@@ -98,6 +100,7 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
     family = detect_model_family(model_config)
     d = hidden_size(model_config)
     _check_precision(model_args, training_args, model_config)
+    _check_distributed(training_args)
     _check_schedule(training_args)
     _check_lengths(model_args, data_args, model_config, family)
 
@@ -151,6 +154,16 @@ def _check_precision(model_args: Any, training_args: Any, model_config: Pretrain
             raise ConfigError(f"--fp16 is refused for {model_config.model_type}: {reason}.")
         if model_args.dtype == "float16":
             raise ConfigError(f"--dtype float16 is refused for {model_config.model_type}: {reason}.")
+
+
+def _check_distributed(training_args: Any) -> None:
+    """Processes started by torchrun/accelerate must form one DDP group, not train side by side."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise ConfigError(
+            f"{world} processes were launched (WORLD_SIZE={world}) but no accelerator was found, so each would "
+            "train alone on its shard; on CPU pass --use_cpu True (DDP over gloo)."
+        )
 
 
 def _check_schedule(training_args: Any) -> None:
