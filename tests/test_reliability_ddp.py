@@ -110,3 +110,22 @@ def test_launched_processes_that_would_not_sync_are_refused(monkeypatch):
     _check_distributed(SimpleNamespace(parallel_mode=ParallelMode.DISTRIBUTED))
     monkeypatch.setenv("WORLD_SIZE", "1")
     _check_distributed(SimpleNamespace(parallel_mode=ParallelMode.NOT_PARALLEL))
+
+
+def test_accelerate_configs_load_with_the_settings_the_docs_promise():
+    """examples/accelerate/*.yaml parse with accelerate's own loader and say what docs/scale_out.md says."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = REPO_ROOT / "examples" / "accelerate"
+    configs = {p.stem: load_config_from_file(str(p)) for p in sorted(folder.glob("*.yaml"))}
+    assert set(configs) == {"multi_gpu", "multi_node", "fsdp_llama", "deepspeed_zero3"}
+    assert configs["multi_gpu"].num_machines == 1 and configs["multi_gpu"].distributed_type == "MULTI_GPU"
+    assert configs["multi_node"].num_machines == 2 and configs["multi_node"].num_processes == 16
+    fsdp = configs["fsdp_llama"].fsdp_config
+    assert fsdp["fsdp_use_orig_params"] is True  # frozen and trainable tensors in one FSDP unit
+    assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert fsdp["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    assert configs["deepspeed_zero3"].deepspeed_config["zero_stage"] == 3
+    for config in configs.values():
+        assert config.mixed_precision == "no"  # precision comes from train.py's --bf16 / --dtype
+    assert (REPO_ROOT / "docs" / "scale_out.md").is_file()
