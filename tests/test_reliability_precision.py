@@ -57,7 +57,7 @@ def test_gradient_checkpointing_gives_the_same_adapter(
 
     class Recorder(train.PromptTrainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
-            seen.append(self.model.get_base_model().is_gradient_checkpointing)
+            seen.append(self.model.get_base_model().is_activation_checkpointing)
             return super().training_step(model, inputs, num_items_in_batch)
 
     monkeypatch.setattr(train, "PromptTrainer", Recorder)
