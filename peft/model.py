@@ -77,6 +77,7 @@ class PeftModel(nn.Module):
 
     family = ""
     plain_mean_loss = False
+    prompt_position = 0
 
     def __init__(
         self,
@@ -289,7 +290,10 @@ class PeftModel(nn.Module):
         attention_mask: torch.Tensor | None,
         inputs_embeds: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[prompt ; E[x] + added[:n]] and [1_m ; mask]; the adapter is composed once per call."""
+        """[prompt ; E[x] + added[:n]] and [1_m ; mask]; the adapter is composed once per call.
+
+        The prompt goes before input position ``prompt_position`` (0 = in front of everything).
+        """
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (or inputs_embeds).")
@@ -301,11 +305,12 @@ class PeftModel(nn.Module):
             inputs_embeds = inputs_embeds + added[:n].to(inputs_embeds.dtype)
         m = prompt.shape[0]
         prompt = prompt.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, m, prompt.shape[1])
-        embeds = torch.cat([prompt, inputs_embeds], dim=1)
+        k = self.prompt_position
+        embeds = torch.cat([inputs_embeds[:, :k], prompt, inputs_embeds[:, k:]], dim=1)
         if attention_mask is None:
             attention_mask = torch.ones(batch, n, dtype=torch.long, device=embeds.device)
         ones = torch.ones(batch, m, dtype=attention_mask.dtype, device=attention_mask.device)
-        return embeds, torch.cat([ones, attention_mask], dim=1)
+        return embeds, torch.cat([attention_mask[:, :k], ones, attention_mask[:, k:]], dim=1)
 
 
 class PeftModelForSeq2SeqLM(PeftModel):
@@ -397,10 +402,16 @@ class PeftModelForCausalLM(PeftModel):
 
 
 class PeftModelForSequenceClassification(PeftModel):
-    """Encoder classifier: prompt before the tokens (token types 0), trainable head."""
+    """Encoder classifier: prompt right after the first token (token types 0), trainable head.
+
+    The pooler and head of BERT-style classifiers read position 0, which the pretrained model filled
+    with its start token ([CLS] / <s>); the prompt is inserted after it so that this stays true
+    (a deviation from the T5/decoder paths, where the prompt is in front of everything).
+    """
 
     family = "classifier"
     plain_mean_loss = True
+    prompt_position = 1
 
     def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
         max_pos = getattr(model.config, "max_position_embeddings", None)
@@ -433,7 +444,8 @@ class PeftModelForSequenceClassification(PeftModel):
             zeros = torch.zeros(
                 token_type_ids.shape[0], m, dtype=token_type_ids.dtype, device=token_type_ids.device
             )
-            token_type_ids = torch.cat([zeros, token_type_ids], dim=1)
+            k = self.prompt_position
+            token_type_ids = torch.cat([token_type_ids[:, :k], zeros, token_type_ids[:, k:]], dim=1)
             kwargs["token_type_ids"] = token_type_ids
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 

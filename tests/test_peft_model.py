@@ -335,11 +335,13 @@ def test_classifier_prompt_head_and_token_types(bert):
     labels = torch.tensor([0, 1])
     out = model(input_ids=ids, attention_mask=mask, token_type_ids=tt, labels=labels)
     prompt, added = model.adapter.compose()
-    embeds = torch.cat([prompt.expand(2, -1, -1), bert.get_input_embeddings()(ids) + added[: L - 2]], 1)
+    words = bert.get_input_embeddings()(ids) + added[: L - 2]
+    # The prompt goes right after the first ([CLS]) position, which the pooler reads.
+    embeds = torch.cat([words[:, :1], prompt.expand(2, -1, -1), words[:, 1:]], 1)
     ref = bert(
         inputs_embeds=embeds,
-        attention_mask=torch.cat([torch.ones(2, M, dtype=torch.long), mask], 1),
-        token_type_ids=torch.cat([torch.zeros(2, M, dtype=torch.long), tt], 1),
+        attention_mask=torch.cat([mask[:, :1], torch.ones(2, M, dtype=torch.long), mask[:, 1:]], 1),
+        token_type_ids=torch.cat([tt[:, :1], torch.zeros(2, M, dtype=torch.long), tt[:, 1:]], 1),
         labels=labels,
     )
     torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=1e-6)
