@@ -60,7 +60,11 @@ class ModelArguments:
     prefix_length: int = field(default=100, metadata={"help": "m, the number of prepended prompt tokens."})
     r: int = field(
         default=30,
-        metadata={"help": "DePT rank of the added update A (L x r) B (r x d); unused with --scap."},
+        metadata={
+            "help": "DePT rank of the added update A (L x r) B (r x d); unused with --scap. Alias --lora_rank "
+            "(torchrun and accelerate launch reject --r as an ambiguous abbreviation of their own flags).",
+            "aliases": ["--lora_rank"],
+        },
     )
     scpp: bool = field(
         default=False,
@@ -274,9 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     set_library_verbosity(training_args.get_process_log_level())
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    log_file = attach_log_file(output_dir / "output.log") if training_args.should_save else None
+    log_file = None
+    if training_args.should_save:
+        log_file = attach_log_file(output_dir / "output.log", append=plan.resume_from_checkpoint is not None)
     try:
         return run(model_args, data_args, training_args, plan, raw_splits)
+    except Exception:
+        # Also into output.log, so that scripts/sweep_status.py can show why a run failed.
+        logger.exception("run failed")
+        raise
     finally:
         if log_file is not None:
             detach_log_file(log_file)

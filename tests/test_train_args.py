@@ -148,3 +148,46 @@ def test_text_init_default_per_method(flags, expected, tiny_t5_dir, tmp_path):
          "--sub_dim_scap", "8", *flags]
     )  # fmt: skip
     assert plan_run(model, data, training).peft_config.prompt_tuning_init == expected
+
+
+def test_a_crash_is_logged_to_output_log(tiny_t5_dir, rte_data, tmp_path, monkeypatch):
+    """An unexpected error reaches output.log (sweep_status reads the last error line there)."""
+    out = tmp_path / "out"
+    argv = ["--model_name_or_path", str(tiny_t5_dir), "--task_name", "rte", "--data_dir", str(rte_data),
+            "--output_dir", str(out), "--do_train", "--max_steps", "1", "--max_seq_length", "16",
+            "--prefix_length", "4", "--r", "2"]  # fmt: skip
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr("train.run", crash)
+    with pytest.raises(RuntimeError, match="simulated"):
+        main(argv)
+    log = (out / "output.log").read_text()
+    assert "run failed" in log and "RuntimeError: CUDA out of memory (simulated)" in log
+
+
+def test_log_file_is_appended_on_resume(tmp_path):
+    import logging
+
+    from training.logs import attach_log_file, detach_log_file
+
+    path = tmp_path / "output.log"
+    for append, message in ((False, "first part"), (True, "resumed part")):
+        handler = attach_log_file(path, append=append)
+        logging.getLogger("train").warning(message)
+        detach_log_file(handler)
+    text = path.read_text()
+    assert "first part" in text and "resumed part" in text
+    handler = attach_log_file(path, append=False)  # a new run starts a new log
+    detach_log_file(handler)
+    assert path.read_text() == ""
+
+
+def test_rank_alias_survives_launchers():
+    """torchrun's own parser rejects --r (ambiguous prefix of its flags); --lora_rank passes through."""
+    from torch.distributed.run import get_args_parser
+
+    launched = get_args_parser().parse_args(["--nproc_per_node", "2", "train.py", *REQUIRED, "--lora_rank", "7"])
+    model, _, _ = parse_args(launched.training_script_args)
+    assert model.r == 7

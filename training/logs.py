@@ -32,9 +32,13 @@ def set_library_verbosity(level: int) -> None:
     datasets.utils.logging.set_verbosity(level)
 
 
-def attach_log_file(path: Path) -> logging.Handler:
-    """Also write every record (ours and transformers') to ``path``, overwriting it (as the original)."""
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+def attach_log_file(path: Path, append: bool = False) -> logging.Handler:
+    """Also write every record (ours and transformers') to ``path``.
+
+    A new run overwrites the file (as the original); a resumed run appends, so the log of the
+    interrupted part is kept.
+    """
+    handler = logging.FileHandler(path, mode="a" if append else "w", encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
     logging.getLogger().addHandler(handler)
     transformers.utils.logging.add_handler(handler)
