@@ -61,8 +61,9 @@ class TaskSetting:
     note: str = ""
 
 
-# Sized so the full grid (6 tasks x 7 methods x 3 seeds) fits about an hour on 2 idle CPU cores with
-# dynamic padding at L = 128: steps scale inversely with the tasks' typical token length.
+# Steps scale inversely with the tasks' typical token length (dynamic padding, L = 128). Measured on 2
+# lightly loaded cores: sst2 runs take 20-50 s, so the full grid (6 tasks x 7 methods x 3 seeds) is
+# estimated at about 70 minutes; use --steps_scale or fewer --seeds/--tasks for a shorter run.
 TASK_SETTINGS: dict[str, TaskSetting] = {
     "sst2": TaskSetting(150),
     "cola": TaskSetting(150),
