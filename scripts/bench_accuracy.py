@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        model_dir = resolve_model(args.model_name_or_path, args.output_dir)
+        model_dir = resolve_model(args.model_name_or_path)
     except ModelPackageMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

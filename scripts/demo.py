@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     try:
-        model_dir = resolve_model(args.model_name_or_path, out)
+        model_dir = resolve_model(args.model_name_or_path)
     except ModelPackageMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -53,37 +52,13 @@ def package_model_path(importer: Callable[[str], Any] | None = None) -> Path:
     return Path(module.get_model_path())
 
 
-def classifier_view(model_dir: Path, view_dir: Path) -> Path:
-    """A folder ``train.py`` recognises as a sequence classifier; ``model_dir`` itself when it already is.
+def resolve_model(model_name_or_path: str | None) -> Path:
+    """The model folder to pass to ``train.py`` (the package's MiniLM by default).
 
-    Workaround: ``peft.detect_model_family`` (called by ``training.validation.plan_run``) reads only
-    ``config.architectures``; the package's config lists ``["BertModel"]`` and it raises ValueError.
-    The view links every file of ``model_dir`` and rewrites only ``architectures`` in ``config.json``
-    (e.g. ``BertModel`` -> ``BertForSequenceClassification``); the weights are not copied.
+    The package's config lists the bare ``BertModel``; ``peft.detect_model_family`` treats such
+    encoder checkpoints as classifiers (a new head is added).
     """
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    archs = config.get("architectures") or []
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        return model_dir
-    base = archs[0].removesuffix("Model") if archs else config["model_type"].capitalize()
-    config["architectures"] = [f"{base}ForSequenceClassification"]
-    view_dir.mkdir(parents=True, exist_ok=True)
-    for src in model_dir.iterdir():
-        dst = view_dir / src.name
-        if src.name == "config.json" or dst.exists() or dst.is_symlink():
-            continue
-        try:
-            dst.symlink_to(src.resolve(), target_is_directory=src.is_dir())
-        except OSError:  # no symlinks (e.g. some Windows setups): copy instead
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-    (view_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return view_dir
-
-
-def resolve_model(model_name_or_path: str | None, work_dir: Path) -> Path:
-    """The model folder to pass to ``train.py`` (the package's MiniLM by default), as a classifier."""
-    model_dir = Path(model_name_or_path) if model_name_or_path else package_model_path()
-    return classifier_view(model_dir, work_dir / "model-classifier-view")
+    return Path(model_name_or_path) if model_name_or_path else package_model_path()
 
 
 def model_width(model_dir: Path) -> int:

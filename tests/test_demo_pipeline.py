@@ -75,12 +75,8 @@ def test_demo_table_and_json(bare_bert_dir, tmp_path, capsys):
         assert run_config["method"] == row["method"] and run_config["model_family"] == "classifier"
     # equal budgets: every prompt method within PT's count, DePT/ACCEPT split at m=12 (8 x d added)
     assert max(expected[m] for m in ("DePT", "ACCEPT")) <= expected["PT"] == 20 * D + HEAD
-    # the workaround view: the package-style config is rewritten, the weights are linked, not copied
-    view = out / "model-classifier-view"
-    assert json.loads((view / "config.json").read_text())["architectures"] == [
-        "BertForSequenceClassification"
-    ]
-    assert (view / "model.safetensors").is_symlink()
+    # the package-style folder (bare "BertModel") is used as it is: no rewritten copy of the model
+    assert not any(p.name.startswith("model") for p in out.iterdir())
     assert (out / "data" / "sst2" / "validation.jsonl").is_file()
 
 
