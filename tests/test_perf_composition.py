@@ -101,7 +101,7 @@ def test_prompt_and_update_are_broadcast_not_copied(method, t5):
     (cat_args,) = [
         args for name, args in ops.calls if name == "cat" and args[0][0].shape[-1] == prompt.shape[-1]
     ]
-    batch_prompt = cat_args[0][0]
+    (batch_prompt,) = [t for t in cat_args[0] if t.shape[1] == M]  # the pieces: [prompt ; words] (+ [CLS] first)
     assert batch_prompt.shape == (B, M, prompt.shape[1])
     assert batch_prompt.stride(0) == 0 and batch_prompt.data_ptr() == prompt.data_ptr()  # an expand view
     adds = [args for name, args in ops.calls if name in ("add", "__add__") and len(args) == 2]
