@@ -71,9 +71,10 @@ def test_unpadded_plus_collator_equals_padded(t5_tokenizer, shared_dir, family):
 
 
 def test_causal_format(t5_tokenizer):
+    length = 32  # L: the short example fits whole (also with the character-level offline tokenizer)
     source, target = "sentence1: a b sentence2: c", "1"
     splits = formatted([source, "sentence1: long " * 50], [target, "0"])
-    out = tokenize_splits(splits, t5_tokenizer, "causal", max_seq_length=20, max_target_length=3,
+    out = tokenize_splits(splits, t5_tokenizer, "causal", max_seq_length=length, max_target_length=3,
                           pad_to_max_length=False)  # fmt: skip
     src = t5_tokenizer(source, add_special_tokens=False).input_ids
     marker = t5_tokenizer(CAUSAL_MARKER, add_special_tokens=False).input_ids
@@ -87,14 +88,14 @@ def test_causal_format(t5_tokenizer):
     # overlong source: the source is cut, the marker and the answer stay, total = L
     long_train, long_test = out["train"][1], out["test"][1]
     zero = t5_tokenizer("0", add_special_tokens=False).input_ids
-    assert len(long_train["input_ids"]) == 20 and long_train["input_ids"][-len(zero) - 1 :] == zero + [eos]
+    assert len(long_train["input_ids"]) == length and long_train["input_ids"][-len(zero) - 1 :] == zero + [eos]
     assert long_train["input_ids"][-len(zero) - 1 - len(marker) : -len(zero) - 1] == marker
-    assert len(long_test["input_ids"]) == 20 and long_test["input_ids"][-len(marker) :] == marker
-    padded = tokenize_splits(splits, t5_tokenizer, "causal", 20, 3, pad_to_max_length=True)["train"][0]
+    assert len(long_test["input_ids"]) == length and long_test["input_ids"][-len(marker) :] == marker
+    padded = tokenize_splits(splits, t5_tokenizer, "causal", length, 3, pad_to_max_length=True)["train"][0]
     n = len(train["input_ids"])
-    assert padded["input_ids"] == [0] * (20 - n) + train["input_ids"]  # left padding
-    assert padded["attention_mask"] == [0] * (20 - n) + [1] * n
-    assert padded["labels"] == [IGNORE_INDEX] * (20 - n) + train["labels"]
+    assert padded["input_ids"] == [0] * (length - n) + train["input_ids"]  # left padding
+    assert padded["attention_mask"] == [0] * (length - n) + [1] * n
+    assert padded["labels"] == [IGNORE_INDEX] * (length - n) + train["labels"]
 
 
 class _BosTokenizer:

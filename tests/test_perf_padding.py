@@ -17,12 +17,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5Fo
 from data.preprocess import PaddingCollator, tokenize_splits
 from peft import PromptTuningConfig, get_peft_model
 
-L = 40
+L = 64
 M = 4
 SOURCES = [
     "premise: a cat sat on the mat. hypothesis: a cat sat",
     "premise: dogs",
-    "premise: the quick brown fox jumps over the lazy dog again and again. hypothesis: foxes jump",
+    "premise: the quick fox jumps. hypothesis: foxes jump",
     "hypothesis: rain",
 ]
 TARGETS = ["entailment", "not_entailment", "entailment", "not_entailment"]
