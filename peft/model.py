@@ -309,8 +309,13 @@ class PeftModel(nn.Module):
         embeds = torch.cat([inputs_embeds[:, :k], prompt, inputs_embeds[:, k:]], dim=1)
         if attention_mask is None:
             attention_mask = torch.ones(batch, n, dtype=torch.long, device=embeds.device)
-        ones = torch.ones(batch, m, dtype=attention_mask.dtype, device=attention_mask.device)
-        return embeds, torch.cat([attention_mask[:, :k], ones, attention_mask[:, k:]], dim=1)
+        return embeds, self._fill_prompt_positions(attention_mask, m, 1)
+
+    def _fill_prompt_positions(self, per_token: torch.Tensor, m: int, value: int) -> torch.Tensor:
+        """(B, n) -> (B, m + n): ``value`` at the m prompt positions (mask 1, label -100, token type 0)."""
+        k = self.prompt_position
+        fill = torch.full((per_token.shape[0], m), value, dtype=per_token.dtype, device=per_token.device)
+        return torch.cat([per_token[:, :k], fill, per_token[:, k:]], dim=1)
 
 
 class PeftModelForSeq2SeqLM(PeftModel):
@@ -368,9 +373,7 @@ class PeftModelForCausalLM(PeftModel):
         """Logits cover the m prompt positions first, then the n input positions."""
         embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
         if labels is not None:
-            m = embeds.shape[1] - labels.shape[1]
-            prefix = torch.full((labels.shape[0], m), -100, dtype=labels.dtype, device=labels.device)
-            labels = torch.cat([prefix, labels], dim=1)
+            labels = self._fill_prompt_positions(labels, embeds.shape[1] - labels.shape[1], -100)
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
     def generate(
@@ -441,12 +444,7 @@ class PeftModelForSequenceClassification(PeftModel):
         embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
         if token_type_ids is not None:
             m = embeds.shape[1] - token_type_ids.shape[1]
-            zeros = torch.zeros(
-                token_type_ids.shape[0], m, dtype=token_type_ids.dtype, device=token_type_ids.device
-            )
-            k = self.prompt_position
-            token_type_ids = torch.cat([token_type_ids[:, :k], zeros, token_type_ids[:, k:]], dim=1)
-            kwargs["token_type_ids"] = token_type_ids
+            kwargs["token_type_ids"] = self._fill_prompt_positions(token_type_ids, m, 0)
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
 
