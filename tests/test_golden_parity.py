@@ -21,23 +21,27 @@ def golden(shared_dir):
     return root, json.loads((root / "golden.json").read_text())
 
 
+def _run_original_adapter(root, prefix: str, case: str, auto_cls, **generate_kwargs):
+    """Load ``<prefix>_<case>`` onto the golden tiny backbone; forward + greedy generation on its batch."""
+    base = auto_cls.from_pretrained(root / f"tiny-{prefix}")
+    model = PeftModel.from_pretrained(base, root / f"{prefix}_{case}").eval()
+    batch = load_file(str(root / f"{prefix}_batch.safetensors"))
+    ref = load_file(str(root / f"{prefix}_{case}" / "outputs.safetensors"))
+    with torch.no_grad():
+        out = model(**batch)
+        generated = model.generate(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], do_sample=False, **generate_kwargs
+        )
+    return model, batch, ref, out, generated
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_t5_matches_original(golden, case):
     root, spec = golden
     expected = spec["cases"][case]
-    base = AutoModelForSeq2SeqLM.from_pretrained(root / "tiny-t5")
-    model = PeftModel.from_pretrained(base, root / f"t5_{case}").eval()
-    batch = load_file(str(root / "t5_batch.safetensors"))
-    ref = load_file(str(root / f"t5_{case}" / "outputs.safetensors"))
-    with torch.no_grad():
-        out = model(**batch)
-        generated = model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            max_length=6,
-            do_sample=False,
-            num_beams=1,
-        )
+    model, _, ref, out, generated = _run_original_adapter(
+        root, "t5", case, AutoModelForSeq2SeqLM, max_length=6, num_beams=1
+    )
     assert abs(out.loss.item() - expected["loss"]) < 1e-4
     assert (out.logits - ref["logits"]).abs().max().item() < 1e-3
     assert generated.tolist() == expected["generated"]
@@ -50,18 +54,7 @@ def test_t5_matches_original(golden, case):
 def test_llama_matches_original(golden, case):
     root, spec = golden
     expected = spec["llama_cases"][case]
-    base = AutoModelForCausalLM.from_pretrained(root / "tiny-llama")
-    model = PeftModel.from_pretrained(base, root / f"llama_{case}").eval()
-    batch = load_file(str(root / "llama_batch.safetensors"))
-    ref = load_file(str(root / f"llama_{case}" / "outputs.safetensors"))
-    with torch.no_grad():
-        out = model(**batch)
-        generated = model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            max_length=20,
-            do_sample=False,
-        )
+    _, batch, ref, out, generated = _run_original_adapter(root, "llama", case, AutoModelForCausalLM, max_length=20)
     assert abs(out.loss.item() - expected["loss"]) < 1e-4
     assert list(out.logits.shape) == expected["logits_shape"]
     attended = torch.cat([torch.ones(3, M, dtype=torch.long), batch["attention_mask"]], 1).bool()
