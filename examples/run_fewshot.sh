@@ -18,20 +18,20 @@ BATCH=32
 DATA_DIR=${DATA_DIR:-}
 OUT_ROOT=${OUT_ROOT:-outputs/fewshot}
 
+EVAL_STEPS=100; LOGGING_STEPS=50             # few-shot runs are short
+source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+
 for TASK in $TASKS; do
   for K in $K_SHOTS; do
     for SEED in $SEEDS; do
       OUT=$OUT_ROOT/$MODEL/$(basename "$ADAPTER")/$TASK/k${K}_lr${LR}_alr${ADDED_LR}_st${STEPS}_seed${SEED}
-      # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
       python train.py \
         --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
         --peft_model_id "$ADAPTER" --k_shot_example $K --max_seq_length $MAX_LENGTH \
-        --learning_rate $LR --added_embedding_lr $ADDED_LR --weight_decay 0 \
+        --learning_rate $LR --added_embedding_lr $ADDED_LR \
         --max_steps $STEPS --warmup_steps 0 --seed $SEED \
         --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
-        --eval_strategy steps --eval_steps 100 --save_strategy steps --save_steps 100 \
-        --load_best_model_at_end --save_total_limit 1 --logging_steps 50 \
-        --do_train --do_eval --do_predict --report_to tensorboard \
+        "${PAPER_SCHEDULE[@]}" \
         --output_dir "$OUT"
     done
   done

@@ -23,12 +23,13 @@ SEEDS="42"
 DATA_DIR=${DATA_DIR:-}
 OUT_ROOT=${OUT_ROOT:-outputs/llama}
 
+source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+
 for TASK in $TASKS; do
   for LR in $LRS; do
     for ALR in $ADDED_LRS; do
       for SEED in $SEEDS; do
         OUT=$OUT_ROOT/$(basename "$MODEL")/ACCEPT/$TASK/lr${LR}_alr${ALR}_pl${PREFIX_LENGTH}_p${SUB_DIM_SCPP}x${CODEBOOK_SIZE_SCPP}_a${SUB_DIM_SCAP}x${CODEBOOK_SIZE_SCAP}_L${MAX_LENGTH}_st${STEPS}_seed${SEED}
-        # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
         python train.py \
           --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
           --dtype bfloat16 --bf16 \
@@ -36,13 +37,11 @@ for TASK in $TASKS; do
           --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
           --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
           --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
-          --learning_rate $LR --added_embedding_lr $ALR --weight_decay 0 \
+          --learning_rate $LR --added_embedding_lr $ALR \
           --max_steps $STEPS --warmup_steps $WARMUP --seed $SEED \
           --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
           --gradient_accumulation_steps $GRAD_ACCUM \
-          --eval_strategy steps --eval_steps 1000 --save_strategy steps --save_steps 1000 \
-          --load_best_model_at_end --save_total_limit 1 --logging_steps 500 \
-          --do_train --do_eval --do_predict --report_to tensorboard \
+          "${PAPER_SCHEDULE[@]}" \
           --output_dir "$OUT"
       done
     done

@@ -16,23 +16,22 @@ SEEDS="42"
 DATA_DIR=${DATA_DIR:-}
 OUT_ROOT=${OUT_ROOT:-outputs/baselines}
 
+source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+
 for TASK in $TASKS; do
   STEPS=30000
   [[ " $LARGE_TASKS " == *" $TASK "* ]] && STEPS=300000
   for LR in $LRS; do
     for SEED in $SEEDS; do
       OUT=$OUT_ROOT/$MODEL/PT/$TASK/lr${LR}_pl${PREFIX_LENGTH}_L${MAX_LENGTH}_st${STEPS}_seed${SEED}
-      # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
       python train.py \
         --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
         --peft_type PROMPT_TUNING --text_init $TEXT_INIT \
         --prefix_length $PREFIX_LENGTH --max_seq_length $MAX_LENGTH \
-        --learning_rate $LR --weight_decay 0 \
+        --learning_rate $LR \
         --max_steps $STEPS --warmup_steps $WARMUP --seed $SEED \
         --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
-        --eval_strategy steps --eval_steps 1000 --save_strategy steps --save_steps 1000 \
-        --load_best_model_at_end --save_total_limit 1 --logging_steps 500 \
-        --do_train --do_eval --do_predict --report_to tensorboard \
+        "${PAPER_SCHEDULE[@]}" \
         --output_dir "$OUT"
     done
   done

@@ -22,19 +22,18 @@ SEED=42
 DATA_DIR=${DATA_DIR:-}
 OUT_ROOT=${OUT_ROOT:-outputs/transfer}
 
+source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+
 common() {
-  # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
   python train.py \
     --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
     --peft_type PROMPT_TUNING_LORA --scpp True --scap True \
     --prefix_length $PREFIX_LENGTH --max_seq_length $MAX_LENGTH \
     --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
     --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
-    --added_embedding_lr $ADDED_LR --weight_decay 0 --warmup_steps $WARMUP --seed $SEED \
+    --added_embedding_lr $ADDED_LR --warmup_steps $WARMUP --seed $SEED \
     --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
-    --eval_strategy steps --eval_steps 1000 --save_strategy steps --save_steps 1000 \
-    --load_best_model_at_end --save_total_limit 1 --logging_steps 500 \
-    --do_train --do_eval --do_predict --report_to tensorboard "$@"
+    "${PAPER_SCHEDULE[@]}" "$@"
 }
 
 SOURCE=$OUT_ROOT/$MODEL/ACCEPT/source-$SOURCE_TASK/lr${LR}_alr${ADDED_LR}_pl${PREFIX_LENGTH}_st${SOURCE_STEPS}_seed${SEED}
