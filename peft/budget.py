@@ -137,3 +137,8 @@ def feasible_codebooks(
         if size >= 1:
             options.append(CodebookOption(sub_dim, size, size * per_codeword))
     return sorted(options, key=lambda o: (-o.params, o.sub_dim))
+
+
+def largest_rank(max_length: int, dim: int, budget: int) -> int:
+    """Largest DePT rank r whose A (L x r) and B (r x d) fit ``budget``: r * (L + d) <= budget (0 if none)."""
+    return max(budget, 0) // (max_length + dim)

@@ -2,29 +2,32 @@
 
 The backbone is a randomly initialised T5 built from a config (no weights are downloaded): T5-small
 widths by default (d=512, 6+6 layers, 8 heads, d_ff 2048, vocab 32128), ``--size base`` for T5-base.
-Input lengths come from real task data (``--data_dir`` with ``<task>/train.jsonl``, formatted by
-``data.loading`` and tokenised with the T5 tokenizer at ``--tokenizer``); without data or tokenizer
-(or with ``--synthetic``) lengths are drawn from a log-normal with the task's mean length.
+Input lengths come from real task data when ``--data_dir`` (with ``<task>/train.jsonl``, formatted by
+``data.loading``) and ``--tokenizer`` (a T5 tokenizer folder) are given; otherwise they are drawn from a
+log-normal with the task's mean length.
 
-Measured, side by side (all methods share one frozen backbone; configurations are interleaved step by
-step so that load from other processes hits all of them alike; medians over ``--steps`` after
-``--warmup`` steps):
+Each case is a function ``case_<name>(bench) -> Section`` (``--cases`` picks them; ``CASES`` lists
+them). All methods (the grid of ``scripts/_grid.py``: PT m=100, DePT m=60 r=30, ACCEPT SCPP / SCAP /
+both within the paper's budget at width d) share one frozen backbone; configurations are interleaved
+step by step so that load from other processes hits all of them alike; medians over ``--steps`` after
+``--warmup`` steps:
 
-* training step (forward + backward + AdamW) in ms, real tokens/s and examples/s, for PT (m=100),
-  DePT (m=60, r=30) and ACCEPT SCPP / SCAP / both (codebooks fitted to the paper's budget at width d),
-  with fixed padding to L and dynamic padding (random batches, and length-grouped batches from the
-  Trainer's own ``get_length_grouped_indices``);
-* peak memory per step (CPU: RSS sampled during the step above the RSS before it; GPU: max allocated);
-* evaluation throughput (examples/s; greedy generation of the task's max target length + the loss
-  forward, as the trainer does) with ``model.materialized()``, and the codebook work it does: adapter
-  composition calls (forward hooks) and ``aten::einsum`` events (torch.profiler);
-* scaling: step time vs prompt length m (DePT, fixed L) and vs L (DePT m=60).
+* ``train``: training step (forward + backward + AdamW) in ms, real tokens/s, examples/s and peak
+  memory (CPU: RSS sampled during the step above the RSS before it; GPU: max allocated), with fixed
+  padding to L and dynamic padding (random batches, and length-grouped batches from the Trainer's own
+  ``get_length_grouped_indices``), and the step-time ratios between them;
+* ``evaluation``: examples/s of greedy generation of the task's max target length + the loss forward
+  with ``model.materialized()``, the adapter composition calls (forward hooks) inside the loop and
+  ``aten::einsum`` events (torch.profiler) of one ACCEPT batch;
+* ``scaling``: step time vs prompt length m (DePT, fixed L) and vs L (DePT m=60).
+
+The targets these numbers are judged against are in docs/benchmarks.md.
 
 Usage::
 
-    python scripts/benchmark.py                                   # T5-small widths, sst2 + rte lengths
-    python scripts/benchmark.py --num_layers 1 --json out.json --markdown out.md
-    python scripts/benchmark.py --quick --synthetic               # seconds; CI smoke run, no timings
+    python scripts/benchmark.py --data_dir DATA --tokenizer T5_TOKENIZER   # T5-small widths, sst2 + rte
+    python scripts/benchmark.py --num_layers 1 --json out.json --markdown out.md   # synthetic lengths
+    python scripts/benchmark.py --quick                                      # seconds; smoke run
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -48,18 +50,18 @@ import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from functools import cached_property  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from param_budget import PAPER_SCAP, PAPER_SCPP, default_codebook  # noqa: E402
 
 from peft import PromptTuningConfig, get_peft_model  # noqa: E402
-from peft.budget import feasible_codebooks, paper_budget  # noqa: E402
 from peft.config import BudgetWarning  # noqa: E402
+from scripts._grid import method_grid  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
@@ -71,8 +73,9 @@ SIZES = {
 }
 T5_VOCAB = 32128
 SYNTHETIC_MEAN_LENGTH = {"sst2": 17, "cola": 16, "mnli": 47, "qnli": 57, "mrpc": 67, "rte": 82}
-"""Mean T5-tokenised source length of the real GLUE training sets (used when no data is available)."""
-PADDINGS = ("fixed", "dynamic", "dynamic+grouped")
+"""Mean T5-tokenised source length of the real GLUE training sets (used when no data is given)."""
+PROMPT_LENGTH, DEPT_RANK = 60, 30
+"""m and r of DePT / ACCEPT in every case (PT has the budget's 100 tokens)."""
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -122,16 +125,15 @@ def synthetic_rows(task: str, max_len: int, n: int, seed: int) -> TaskRows:
 
 
 def load_rows(args: argparse.Namespace) -> dict[str, TaskRows]:
-    """Per task: real rows when the data folder and tokenizer exist (and not ``--synthetic``), else synthetic."""
+    """Per task: real rows from ``--data_dir`` (tokenised with ``--tokenizer``), else synthetic lengths."""
+    out = {}
     tokenizer = None
-    if not args.synthetic and Path(args.tokenizer).is_dir():
+    if args.data_dir:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    out = {}
     for task in args.tasks:
-        folder = Path(args.data_dir) / task if args.data_dir else None
-        if tokenizer is not None and folder is not None and folder.is_dir():
+        if tokenizer is not None:
             out[task] = real_rows(task, Path(args.data_dir), tokenizer, args.max_seq_length, args.max_rows)
         else:
             out[task] = synthetic_rows(task, args.max_seq_length, args.max_rows, args.seed)
@@ -171,25 +173,7 @@ def epoch_mean_batch_length(lengths: list[int], batch_size: int, grouped: bool, 
     return float(np.mean([max(lengths[i] for i in b) for b in batches]))
 
 
-# ---- methods ------------------------------------------------------------------------------------
-def method_configs(d: int, max_len: int) -> dict[str, dict[str, Any]]:
-    """PT m=100; DePT m=60 r=30; ACCEPT codebooks fitted to the paper's budget split at width d."""
-    m = 60
-    budget = paper_budget(d, m)
-    scpp = default_codebook(feasible_codebooks(m, d, budget.prepended), PAPER_SCPP)
-    scap = default_codebook(feasible_codebooks(max_len, d, budget.added), PAPER_SCAP)
-    scpp_kw = {"scpp": True, "sub_dim_scpp": scpp[0], "codebook_size_scpp": scpp[1]}
-    scap_kw = {"scap": True, "sub_dim_scap": scap[0], "codebook_size_scap": scap[1]}
-    dept = {"peft_type": "PROMPT_TUNING_LORA", "num_virtual_tokens": m, "r": 30}
-    return {
-        "PT": {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 100},
-        "DePT": dept,
-        "ACCEPT-SCPP": {**dept, **scpp_kw},
-        "ACCEPT-SCAP": {**dept, **scap_kw},
-        "ACCEPT": {**dept, **scpp_kw, **scap_kw},
-    }
-
-
+# ---- backbone and adapters ----------------------------------------------------------------------
 def build_backbone(size: str, num_layers: int | None, device: torch.device) -> torch.nn.Module:
     """A random T5ForConditionalGeneration with the named widths (dropout 0.1 like T5)."""
     from transformers import T5Config, T5ForConditionalGeneration
@@ -219,8 +203,15 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     params: int
 
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
+        """One training step: forward, backward, AdamW."""
+        self.model(**batch).loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
 
 def wrap(backbone: torch.nn.Module, name: str, kwargs: dict[str, Any], max_len: int) -> Trainee:
+    """``get_peft_model`` with ``PromptTuningConfig(**kwargs)`` in training mode, and its AdamW."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BudgetWarning)
         model = get_peft_model(backbone, PromptTuningConfig(max_length=max_len, **kwargs))
@@ -229,7 +220,7 @@ def wrap(backbone: torch.nn.Module, name: str, kwargs: dict[str, Any], max_len: 
     return Trainee(name, model, torch.optim.AdamW(params, lr=1e-3), sum(p.numel() for p in params))
 
 
-# ---- measuring ----------------------------------------------------------------------------------
+# ---- measuring (shared by every case) ------------------------------------------------------------
 class PeakMemory:
     """Peak memory of one step: GPU max allocated, or CPU RSS sampled every 5 ms above the RSS before."""
 
@@ -277,25 +268,32 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step(trainee: Trainee, batch: dict[str, torch.Tensor]) -> None:
-    loss = trainee.model(**batch).loss
-    loss.backward()
-    trainee.optimizer.step()
-    trainee.optimizer.zero_grad(set_to_none=True)
+@contextlib.contextmanager
+def stopwatch(device: torch.device) -> Iterator[list[float]]:
+    """Wall seconds of the block (device synchronised at both ends), appended to the yielded list."""
+    out: list[float] = []
+    synchronize(device)
+    start = time.perf_counter()
+    yield out
+    synchronize(device)
+    out.append(time.perf_counter() - start)
 
 
 @dataclass
 class Series:
-    """Timings of one configuration."""
+    """One configuration: its batches, the step that consumes one, and the measured seconds and memory."""
 
     method: str
     task: str
     padding: str
     batches: list[dict[str, torch.Tensor]]
+    step: Callable[[dict[str, torch.Tensor]], None]
+    params: int
     seconds: list[float] = field(default_factory=list)
     memory_mib: list[float] = field(default_factory=list)
 
-    def row(self, warmup: int, params: int) -> dict[str, Any]:
+    def row(self, warmup: int) -> dict[str, Any]:
+        """Median step time, throughput and peak memory over the steps after ``warmup``."""
         timed, batches = self.seconds[warmup:], self.batches[warmup:]
         real = sum(int(b["attention_mask"].sum()) for b in batches)
         padded = [int(b["input_ids"].shape[1]) for b in batches]
@@ -304,7 +302,7 @@ class Series:
             "method": self.method,
             "task": self.task,
             "padding": self.padding,
-            "trainable_params": params,
+            "trainable_params": self.params,
             "steps": len(timed),
             "ms_per_step": 1000 * statistics.median(timed),
             "tokens_per_s": real / sum(timed),
@@ -314,21 +312,17 @@ class Series:
         }
 
 
-def run_interleaved(
-    series: list[Series], trainees: dict[str, Trainee], device: torch.device, memory: PeakMemory
-) -> None:
-    """Round r runs step r of every configuration, so that slow phases of a shared machine hit all alike."""
+def run_interleaved(series: list[Series], bench: Bench) -> list[dict[str, Any]]:
+    """Round r runs step r of every configuration (a shared machine's slow phases hit all alike); rows."""
     rounds = len(series[0].batches)
     for r in range(rounds):
         for s in series:
-            batch = {k: v.to(device) for k, v in s.batches[r].items()}
-            with memory.measure(s.memory_mib):
-                synchronize(device)
-                start = time.perf_counter()
-                train_step(trainees[s.method], batch)
-                synchronize(device)
-                s.seconds.append(time.perf_counter() - start)
+            batch = {k: v.to(bench.device) for k, v in s.batches[r].items()}
+            with bench.memory.measure(s.memory_mib), stopwatch(bench.device) as seconds:
+                s.step(batch)
+            s.seconds += seconds
         logger.info("round %d/%d done", r + 1, rounds)
+    return [s.row(bench.args.warmup) for s in series]
 
 
 @contextlib.contextmanager
@@ -343,89 +337,201 @@ def count_calls(modules: list[torch.nn.Module]) -> Iterator[list[int]]:
             hook.remove()
 
 
-def evaluate(
-    trainee: Trainee,
-    rows: TaskRows,
-    batch_size: int,
-    n_examples: int,
-    device: torch.device,
-    materialized: bool,
-) -> tuple[float, int]:
-    """(examples/s, adapter composition calls inside the loop) for generation + loss, dynamic padding."""
+# ---- reporting (shared by every case) -----------------------------------------------------------
+@dataclass
+class Section:
+    """What a case adds to the report: JSON entries and Markdown lines."""
+
+    data: dict[str, Any]
+    markdown: list[str]
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: n/a for None, thousands separators and ``digits`` decimals for floats."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(title: str, columns: list[tuple[str, str, int]], rows: list[dict[str, Any]]) -> list[str]:
+    """A Markdown table: ``columns`` are (header, row key, decimals); numbers are right-aligned."""
+    lines = ([title, ""] if title else []) + ["| " + " | ".join(c[0] for c in columns) + " |"]
+    lines.append(
+        "|" + "|".join("---:" if isinstance(rows[0][c[1]], (int, float)) else "---" for c in columns) + "|"
+    )
+    lines += ["| " + " | ".join(fmt(r[c[1]], c[2]) for c in columns) + " |" for r in rows]
+    return lines + [""]
+
+
+# ---- the run's shared state ----------------------------------------------------------------------
+@dataclass
+class Bench:
+    """What every case reads: the flags, the device, the task rows and the shared backbone."""
+
+    args: argparse.Namespace
+    device: torch.device
+    rows: dict[str, TaskRows]
+    backbone: torch.nn.Module
+    memory: PeakMemory
+
+    @property
+    def first(self) -> TaskRows:
+        """The first task's rows (fixed padding, evaluation and scaling use it)."""
+        return self.rows[self.args.tasks[0]]
+
+    @cached_property
+    def methods(self) -> dict[str, dict[str, Any]]:
+        """Method name -> ``PromptTuningConfig`` fields, from the grid at this backbone's width."""
+        d = self.backbone.config.d_model
+        grid = method_grid(d, self.args.max_seq_length, PROMPT_LENGTH, r=DEPT_RANK)
+        return {g.name: g.config for g in grid}
+
+    @cached_property
+    def trainees(self) -> dict[str, Trainee]:
+        """One adapter per grid method on the shared backbone."""
+        return {n: wrap(self.backbone, n, kw, self.args.max_seq_length) for n, kw in self.methods.items()}
+
+    def batches(
+        self, rows: TaskRows, grouped: bool, fixed_length: int | None
+    ) -> list[dict[str, torch.Tensor]]:
+        """``--warmup`` + ``--steps`` collated batches of ``rows``."""
+        count = self.args.warmup + self.args.steps
+        idx = batch_indices(rows.lengths, self.args.batch_size, count, grouped, self.args.seed)
+        return [collate([rows.train[i] for i in b], fixed_length) for b in idx]
+
+
+# ---- cases --------------------------------------------------------------------------------------
+def step_ratios(train: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
+    """Measured step-time ratios: fixed-L over dynamic padding per method, ACCEPT over DePT, m=60 over PT."""
+    ms = {(r["method"], r["task"], r["padding"]): r["ms_per_step"] for r in train}
+    fixed = tasks[0]
+    out = []
+
+    def add(name: str, method: str, num: tuple[str, str, str], den: tuple[str, str, str]) -> None:
+        if num in ms and den in ms:
+            out.append({"ratio": name, "method": method, "value": ms[num] / ms[den]})
+
+    for task in tasks:
+        for padding in ("dynamic", "dynamic+grouped"):
+            for method in ("DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT"):
+                add(
+                    f"{task}: fixed L / {padding} step",
+                    method,
+                    (method, fixed, "fixed"),
+                    (method, task, padding),
+                )
+    for task, padding in [(fixed, "fixed")] + [(t, "dynamic+grouped") for t in tasks]:
+        for method in ("ACCEPT", "ACCEPT-SCPP", "ACCEPT-SCAP"):
+            add(
+                f"{method} / DePT step ({task}, {padding})",
+                method,
+                (method, task, padding),
+                ("DePT", task, padding),
+            )
+    for method in ("DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT"):
+        add("m=60 / PT m=100 step (fixed L)", method, (method, fixed, "fixed"), ("PT", fixed, "fixed"))
+    return out
+
+
+def case_train(bench: Bench) -> Section:
+    """Training steps of every method: fixed padding on the first task, dynamic (random / grouped) on all."""
+    args = bench.args
+    plans = [(bench.first.name, "fixed", bench.batches(bench.first, False, args.max_seq_length))]
+    for task, rows in bench.rows.items():
+        plans += [(task, "dynamic", bench.batches(rows, False, None))]
+        plans += [(task, "dynamic+grouped", bench.batches(rows, True, None))]
+    series = [Series(n, task, padding, batches, t.step, t.params)
+              for task, padding, batches in plans for n, t in bench.trainees.items()]  # fmt: skip
+    logger.info("%d configurations x %d steps, interleaved", len(series), args.warmup + args.steps)
+    train = run_interleaved(series, bench)
+    epoch = {
+        t: {
+            "random": epoch_mean_batch_length(r.lengths, args.batch_size, False, args.seed),
+            "grouped": epoch_mean_batch_length(r.lengths, args.batch_size, True, args.seed),
+            "mean example": float(np.mean(r.lengths)),
+        }
+        for t, r in bench.rows.items()
+    }
+    ratios = step_ratios(train, args.tasks)
+    columns = [("method", "method", 0), ("params", "trainable_params", 0), ("task", "task", 0),
+               ("padding", "padding", 0), ("mean batch len", "mean_batch_length", 1), ("ms/step", "ms_per_step", 0),
+               ("tokens/s", "tokens_per_s", 0), ("examples/s", "examples_per_s", 1),
+               ("peak mem MiB", "peak_memory_mib", 0)]  # fmt: skip
+    lines = table("### Training step", columns, train)
+    lines += ["Epoch-mean padded batch length (whole training set, no model):", ""]
+    lines += [f"- {t}: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()) for t, s in epoch.items()] + [""]
+    lines += table("### Step-time ratios", [("ratio", "ratio", 0), ("method", "method", 0), ("measured", "value", 2)],
+                   ratios)  # fmt: skip
+    return Section({"train": train, "epoch_batch_length": epoch, "ratios": ratios}, lines)
+
+
+def evaluate(trainee: Trainee, rows: TaskRows, bench: Bench) -> dict[str, Any]:
+    """Materialised generation + loss over ``--eval_examples`` (dynamic padding): examples/s, composition calls."""
     model = trainee.model
     model.eval()
     adapter = model.adapter
     modules = [adapter.prompt] + ([adapter.added] if adapter.added is not None else [])
-    examples = rows.validation[:n_examples]
-    batches = [collate(examples[i : i + batch_size], None) for i in range(0, len(examples), batch_size)]
-    context = model.materialized() if materialized else contextlib.nullcontext()
-    with torch.no_grad(), context, count_calls(modules) as calls:
-        synchronize(device)
-        start = time.perf_counter()
+    examples = rows.validation[: bench.args.eval_examples]
+    size = bench.args.batch_size
+    batches = [collate(examples[i : i + size], None) for i in range(0, len(examples), size)]
+    with (
+        torch.no_grad(),
+        model.materialized(),
+        count_calls(modules) as calls,
+        stopwatch(bench.device) as seconds,
+    ):
         for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            model.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                max_new_tokens=rows.target_length,
-                do_sample=False,
-                num_beams=1,
-            )
+            batch = {k: v.to(bench.device) for k, v in batch.items()}
+            model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           max_new_tokens=rows.target_length, do_sample=False, num_beams=1)  # fmt: skip
             model(**batch)
-        synchronize(device)
-        elapsed = time.perf_counter() - start
     model.train()
-    return len(examples) / elapsed, calls[0]
+    return {
+        "method": trainee.name,
+        "examples_per_s": len(examples) / seconds[0],
+        "composition_calls_in_loop": calls[0],
+    }
 
 
-def einsum_events(trainee: Trainee, rows: TaskRows, batch_size: int, materialized: bool) -> int:
+def einsum_events(trainee: Trainee, rows: TaskRows, bench: Bench, materialized: bool) -> int:
     """``aten::einsum`` events (the codebook composition) in a profile of one evaluation batch."""
     from torch.profiler import ProfilerActivity, profile
 
     model = trainee.model
     model.eval()
-    batch = collate(rows.validation[:batch_size], None)
-    batch = {k: v.to(model.base_model.device) for k, v in batch.items()}
+    batch = collate(rows.validation[: bench.args.batch_size], None)
+    batch = {k: v.to(bench.device) for k, v in batch.items()}
     context = model.materialized() if materialized else contextlib.nullcontext()
-    with torch.no_grad(), context:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           max_new_tokens=rows.target_length, do_sample=False)  # fmt: skip
-            model(**batch)
+    with torch.no_grad(), context, profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       max_new_tokens=rows.target_length, do_sample=False)  # fmt: skip
+        model(**batch)
     model.train()
     return sum(e.count for e in prof.key_averages() if e.key == "aten::einsum")
 
 
-def scaling(
-    backbone: torch.nn.Module,
-    rows: TaskRows,
-    args: argparse.Namespace,
-    device: torch.device,
-    memory: PeakMemory,
-) -> dict[str, list[dict[str, Any]]]:
-    """DePT step time vs m at fixed L, and vs L at m=60 (fixed padding to each L), interleaved."""
-    trainees, series = {}, []
-    count = args.warmup + args.scaling_steps
-    idx = batch_indices(rows.lengths, args.batch_size, count, False, args.seed)
-    for m in args.m_values:
-        name = f"m={m}"
-        trainees[name] = wrap(backbone, name, {"num_virtual_tokens": m, "r": 30}, args.max_seq_length)
-        batches = [collate([rows.train[i] for i in b], args.max_seq_length) for b in idx]
-        series.append(Series(name, rows.name, f"fixed L={args.max_seq_length}", batches))
-    for length in args.l_values:
-        name = f"L={length}"
-        trainees[name] = wrap(backbone, name, {"num_virtual_tokens": 60, "r": 30}, length)
-        truncated = [[_truncate(rows.train[i], length) for i in b] for b in idx]
-        series.append(Series(name, rows.name, f"fixed L={length}", [collate(b, length) for b in truncated]))
-    run_interleaved(series, trainees, device, memory)
-    out: dict[str, list[dict[str, Any]]] = {"m": [], "L": []}
-    for s in series:
-        row = s.row(args.warmup, trainees[s.method].params)
-        key, value = s.method.split("=")
-        out[key].append(
-            {key: int(value), **{k: row[k] for k in ("ms_per_step", "tokens_per_s", "peak_memory_mib")}}
-        )
-    return out
+def case_evaluation(bench: Bench) -> Section:
+    """Materialised evaluation speed of every method, and the codebook work it still does."""
+    rows = bench.first
+    results = [evaluate(t, rows, bench) for t in bench.trainees.values()]
+    accept = bench.trainees["ACCEPT"]
+    profile_info = {
+        "einsum_events_materialized": einsum_events(accept, rows, bench, True),
+        "einsum_events_not_materialized": einsum_events(accept, rows, bench, False),
+    }
+    examples = min(bench.args.eval_examples, len(rows.validation))
+    title = f"### Evaluation ({rows.name}, {examples} examples, dynamic padding, generation + loss)"
+    columns = [("method", "method", 0), ("examples/s (materialised)", "examples_per_s", 1),
+               ("composition calls in loop", "composition_calls_in_loop", 0)]  # fmt: skip
+    lines = table(title, columns, results) + [
+        f"Profile of one ACCEPT evaluation batch: aten::einsum events {profile_info['einsum_events_materialized']} "
+        f"materialised vs {profile_info['einsum_events_not_materialized']} without materialisation.",
+        "",
+    ]
+    data = {"task": rows.name, "examples": examples, "rows": results, "profile": profile_info}
+    return Section({"evaluation": data}, lines)
 
 
 def _truncate(row: dict[str, list[int]], length: int) -> dict[str, list[int]]:
@@ -439,118 +545,44 @@ def _truncate(row: dict[str, list[int]], length: int) -> dict[str, list[int]]:
     }
 
 
-# ---- report -------------------------------------------------------------------------------------
-def ratio(rows: list[dict[str, Any]], num: tuple[str, str, str], den: tuple[str, str, str]) -> float | None:
-    """ms_per_step(num) / ms_per_step(den); keys are (method, task, padding)."""
-    find = {(r["method"], r["task"], r["padding"]): r["ms_per_step"] for r in rows}
-    if num not in find or den not in find:
-        return None
-    return find[num] / find[den]
-
-
-def targets(
-    train: list[dict[str, Any]], tasks: list[str], evaluation: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """The issue's targets as measured ratios (speed-ups as fixed / dynamic; cost ratios as a / b)."""
-    out = []
-    fixed_task = tasks[0]
-    accept_family = ("DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
-    for task, goal, paddings in (
-        ("sst2", 4.0, ("dynamic", "dynamic+grouped")),
-        ("rte", 2.0, ("dynamic+grouped",)),
-    ):
-        if task not in tasks:
-            continue
-        for padding in paddings:
-            for method in accept_family:
-                value = ratio(train, (method, fixed_task, "fixed"), (method, task, padding))
-                out.append({"target": f"{task}: fixed L / {padding} speed-up >= {goal}", "method": method,
-                            "value": value, "met": value is not None and value >= goal})  # fmt: skip
-    for task, padding in [(fixed_task, "fixed")] + [(t, "dynamic+grouped") for t in tasks]:
-        for method in ("ACCEPT", "ACCEPT-SCPP", "ACCEPT-SCAP"):
-            value = ratio(train, (method, task, padding), ("DePT", task, padding))
-            out.append({"target": f"{method} / DePT step <= 1.03 ({task}, {padding})", "method": method,
-                        "value": value, "met": value is not None and value <= 1.03})  # fmt: skip
-    for method in accept_family:
-        value = ratio(train, (method, fixed_task, "fixed"), ("PT", fixed_task, "fixed"))
-        out.append({"target": "m=60 / PT m=100 step <= 0.85 (fixed L)", "method": method,
-                    "value": value, "met": value is not None and value <= 0.85})  # fmt: skip
-    calls = {r["method"]: r["composition_calls_in_loop"] for r in evaluation["rows"]}
-    for method, value in calls.items():
-        out.append({"target": "materialised evaluation: composition calls = 0", "method": method,
-                    "value": value, "met": value == 0})  # fmt: skip
-    einsum = evaluation["profile"]["einsum_events_materialized"]
-    out.append({"target": "materialised evaluation: aten::einsum events = 0 (ACCEPT profile)", "method": "ACCEPT",
-                "value": einsum, "met": einsum == 0})  # fmt: skip
-    return out
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown tables."""
-    cfg = report["config"]
-    lines = [
-        f"Backbone: random T5 d={cfg['d_model']}, {cfg['num_layers']}+{cfg['num_layers']} layers, "
-        f"{cfg['num_heads']} heads, d_ff {cfg['d_ff']}, vocab {T5_VOCAB}; device {cfg['device']} "
-        f"({cfg['threads']} threads); batch {cfg['batch_size']}, L={cfg['max_seq_length']}; "
-        f"median of {cfg['steps']} steps after {cfg['warmup']} warm-up, configurations interleaved.",
-        "Lengths: " + ", ".join(f"{t} {s}" for t, s in report["data"].items()) + ".",
-        "",
-        "### Training step",
-        "",
-        "| method | params | task | padding | mean batch len | ms/step | tokens/s | examples/s | peak mem MiB |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in report["train"]:
-        lines.append(
-            f"| {r['method']} | {r['trainable_params']:,} | {r['task']} | {r['padding']} | "
-            f"{r['mean_batch_length']:.1f} | {r['ms_per_step']:,.0f} | {r['tokens_per_s']:,.0f} | "
-            f"{r['examples_per_s']:.1f} | {r['peak_memory_mib']:,.0f} |"
+def case_scaling(bench: Bench) -> Section:
+    """DePT step time vs m at fixed L, and vs L at m=60 (fixed padding to each L), interleaved."""
+    args, rows = bench.args, bench.first
+    idx = batch_indices(rows.lengths, args.batch_size, args.warmup + args.scaling_steps, False, args.seed)
+    series = []
+    for key, values in (("m", args.m_values), ("L", args.l_values)):
+        for value in values:
+            m, length = (value, args.max_seq_length) if key == "m" else (PROMPT_LENGTH, value)
+            trainee = wrap(
+                bench.backbone, f"{key}={value}", {"num_virtual_tokens": m, "r": DEPT_RANK}, length
+            )
+            batches = [collate([_truncate(rows.train[i], length) for i in b], length) for b in idx]
+            series.append(
+                Series(trainee.name, rows.name, f"fixed L={length}", batches, trainee.step, trainee.params)
+            )
+    out: dict[str, list[dict[str, Any]]] = {"m": [], "L": []}
+    for row in run_interleaved(series, bench):
+        key, value = row["method"].split("=")
+        out[key].append(
+            {key: int(value), **{k: row[k] for k in ("ms_per_step", "tokens_per_s", "peak_memory_mib")}}
         )
-    lines += ["", "Epoch-mean padded batch length (whole training set, no model):", ""]
-    for task, stats in report["epoch_batch_length"].items():
-        lines.append(f"- {task}: " + ", ".join(f"{k} {v:.1f}" for k, v in stats.items()))
-    ev = report["evaluation"]
-    lines += [
-        "",
-        f"### Evaluation ({ev['task']}, {ev['examples']} examples, dynamic padding, generation + loss)",
-        "",
-        "| method | examples/s (materialised) | composition calls in loop |",
-        "|---|---:|---:|",
-    ]
-    for r in ev["rows"]:
-        lines.append(f"| {r['method']} | {r['examples_per_s']:.1f} | {r['composition_calls_in_loop']} |")
-    prof = ev["profile"]
-    lines += [
-        "",
-        f"Profile of one ACCEPT evaluation batch: aten::einsum events {prof['einsum_events_materialized']} "
-        f"materialised vs {prof['einsum_events_not_materialized']} without materialisation.",
-        "",
-        "### Scaling (DePT r=30, fixed padding)",
-        "",
-        f"| m (L={cfg['max_seq_length']}) | ms/step |",
-        "|---:|---:|",
-    ]
-    lines += [f"| {r['m']} | {r['ms_per_step']:,.0f} |" for r in report["scaling"]["m"]]
-    lines += ["", "| L (m=60) | ms/step |", "|---:|---:|"]
-    lines += [f"| {r['L']} | {r['ms_per_step']:,.0f} |" for r in report["scaling"]["L"]]
-    lines += ["", "### Targets", "", "| target | method | measured | met |", "|---|---|---:|---|"]
-    for t in report["targets"]:
-        lines.append(
-            f"| {t['target']} | {t['method']} | {_fmt(t['value'])} | {'yes' if t['met'] else 'NO'} |"
-        )
-    return "\n".join(lines) + "\n"
+    lines = ["### Scaling (DePT r=30, fixed padding)", ""]
+    lines += table("", [(f"m (L={args.max_seq_length})", "m", 0), ("ms/step", "ms_per_step", 0)], out["m"])
+    lines += table("", [(f"L (m={PROMPT_LENGTH})", "L", 0), ("ms/step", "ms_per_step", 0)], out["L"])
+    return Section({"scaling": out}, lines)
+
+
+CASES: dict[str, Callable[[Bench], Section]] = {
+    "train": case_train,
+    "evaluation": case_evaluation,
+    "scaling": case_scaling,
+}
+"""Every case, in report order (``--cases`` selects among them)."""
 
 
 # ---- main ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags; ``--quick`` shrinks sizes and steps. A one-line error for missing data or tokenizer folders."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -558,10 +590,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--size", choices=list(SIZES), default="small", help="backbone widths (default T5-small)"
     )
     parser.add_argument("--num_layers", type=int, default=None, help="override encoder/decoder depth")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases to run")
     parser.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
-    parser.add_argument("--data_dir", default=str(REPO_ROOT.parent / "shared" / "data-real"))
-    parser.add_argument("--tokenizer", default=str(REPO_ROOT.parent / "shared" / "t5-tokenizer"))
-    parser.add_argument("--synthetic", action="store_true", help="synthetic lengths even when data exists")
+    parser.add_argument(
+        "--data_dir", default=None, help="folder with <task>/train.jsonl (default: synthetic lengths)"
+    )
+    parser.add_argument("--tokenizer", default=None, help="T5 tokenizer folder (needed with --data_dir)")
     parser.add_argument("--max_rows", type=int, default=20000, help="training rows per task to sample from")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_length", type=int, default=256)
@@ -573,10 +607,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval_examples", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 steps per configuration (CI)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, 2 steps per configuration (smoke run)"
+    )
     parser.add_argument("--json", default=None, help="write the report as JSON here")
     parser.add_argument("--markdown", default=None, help="write the Markdown tables here")
     args = parser.parse_args(argv)
+    if args.data_dir:
+        if not args.tokenizer or not Path(args.tokenizer).is_dir():
+            parser.error(f"--data_dir needs --tokenizer with a T5 tokenizer folder (got {args.tokenizer!r})")
+        missing = [t for t in args.tasks if not (Path(args.data_dir) / t).is_dir()]
+        if missing:
+            parser.error(
+                f"--data_dir {args.data_dir} has no folder for {missing}; pass another --data_dir or --tasks"
+            )
     if args.quick:
         args.size, args.batch_size, args.max_seq_length = "tiny", 4, 64
         args.steps, args.warmup, args.scaling_steps, args.max_rows, args.eval_examples = 2, 0, 2, 200, 8
@@ -585,8 +629,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def header(bench: Bench, cases: list[str]) -> dict[str, Any]:
+    """The run's configuration and environment (the report's first entries)."""
+    import transformers
+
+    args, config = bench.args, bench.backbone.config
+    widths = {k: getattr(config, k) for k in ("d_model", "num_layers", "num_heads", "d_ff")}
+    return {
+        "config": {**widths, "size": args.size, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+                   "steps": args.steps, "warmup": args.warmup, "device": str(bench.device),
+                   "threads": torch.get_num_threads(), "quick": args.quick, "cases": cases,
+                   "methods": bench.methods},
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "transformers": transformers.__version__, "machine": platform.machine(),
+                        "cpu_count": os.cpu_count()},
+        "data": {t: r.source for t, r in bench.rows.items()},
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark; returns the report (also written to --json / --markdown, tables printed)."""
+    """Run the chosen cases; returns the report (also written to --json / --markdown, tables printed)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -598,80 +660,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("peft").setLevel(logging.ERROR)
     started = time.perf_counter()
     rows = load_rows(args)
-    backbone = build_backbone(args.size, args.num_layers, device)
-    d = backbone.config.d_model
-    configs = method_configs(d, args.max_seq_length)
-    trainees = {name: wrap(backbone, name, kw, args.max_seq_length) for name, kw in configs.items()}
-    memory = PeakMemory(device)
-
-    count = args.warmup + args.steps
-    first = args.tasks[0]
-    series = []
-    fixed_idx = batch_indices(rows[first].lengths, args.batch_size, count, False, args.seed)
-    plans: list[tuple[str, str, list[dict[str, torch.Tensor]]]] = [
-        (first, "fixed", [collate([rows[first].train[i] for i in b], args.max_seq_length) for b in fixed_idx])
+    bench = Bench(args, device, rows, build_backbone(args.size, args.num_layers, device), PeakMemory(device))
+    report = header(bench, args.cases)
+    cfg = report["config"]
+    lines = [
+        f"Backbone: random T5 d={cfg['d_model']}, {cfg['num_layers']}+{cfg['num_layers']} layers, "
+        f"{cfg['num_heads']} heads, d_ff {cfg['d_ff']}, vocab {T5_VOCAB}; device {cfg['device']} "
+        f"({cfg['threads']} threads); batch {cfg['batch_size']}, L={cfg['max_seq_length']}; "
+        f"median of {cfg['steps']} steps after {cfg['warmup']} warm-up, configurations interleaved.",
+        "Lengths: " + ", ".join(f"{t} {s}" for t, s in report["data"].items()) + ".",
+        "",
     ]
-    for task in args.tasks:
-        for padding, grouped in (("dynamic", False), ("dynamic+grouped", True)):
-            idx = batch_indices(rows[task].lengths, args.batch_size, count, grouped, args.seed)
-            plans.append((task, padding, [collate([rows[task].train[i] for i in b], None) for b in idx]))
-    for task, padding, batches in plans:
-        series += [Series(name, task, padding, batches) for name in trainees]
-    logger.info("%d configurations x %d steps, interleaved", len(series), count)
-    run_interleaved(series, trainees, device, memory)
-    train_rows = [s.row(args.warmup, trainees[s.method].params) for s in series]
-
-    eval_rows = []
-    for name, trainee in trainees.items():
-        speed, calls = evaluate(trainee, rows[first], args.batch_size, args.eval_examples, device, True)
-        eval_rows.append({"method": name, "examples_per_s": speed, "composition_calls_in_loop": calls})
-    profile_info = {
-        "einsum_events_materialized": einsum_events(trainees["ACCEPT"], rows[first], args.batch_size, True),
-        "einsum_events_not_materialized": einsum_events(
-            trainees["ACCEPT"], rows[first], args.batch_size, False
-        ),
-    }
-    evaluation = {"task": first, "examples": min(args.eval_examples, len(rows[first].validation)),
-                  "rows": eval_rows, "profile": profile_info}  # fmt: skip
-    scale = scaling(backbone, rows[first], args, device, memory)
-
-    widths = {k: getattr(backbone.config, k) for k in ("d_model", "num_layers", "num_heads", "d_ff")}
-    report = {
-        "config": {
-            **widths,
-            "size": args.size,
-            "batch_size": args.batch_size,
-            "max_seq_length": args.max_seq_length,
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "quick": args.quick,
-            "methods": configs,
-        },  # fmt: skip
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-        },  # fmt: skip
-        "data": {t: r.source for t, r in rows.items()},
-        "epoch_batch_length": {
-            t: {
-                "random": epoch_mean_batch_length(r.lengths, args.batch_size, False, args.seed),
-                "grouped": epoch_mean_batch_length(r.lengths, args.batch_size, True, args.seed),
-                "mean example": float(np.mean(r.lengths)),
-            }
-            for t, r in rows.items()
-        },  # fmt: skip
-        "train": train_rows,
-        "evaluation": evaluation,
-        "scaling": scale,
-    }
-    report["targets"] = targets(train_rows, args.tasks, evaluation)
+    for name in args.cases:
+        section = CASES[name](bench)
+        report.update(section.data)
+        lines += section.markdown
     report["wall_seconds"] = time.perf_counter() - started
-    text = markdown(report)
+    text = "\n".join(lines).rstrip("\n") + "\n"
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.markdown:

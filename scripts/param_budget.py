@@ -26,27 +26,11 @@ from peft.budget import (  # noqa: E402
     PT_BUDGET_TOKENS,
     Budget,
     CodebookOption,
-    count_adapter_params,
     feasible_codebooks,
-    low_rank_params,
     num_subspaces,
     paper_budget,
 )
-
-PAPER_SCPP = {
-    (32, 20): "ACCEPT T5-base 74.9K (run_qnli_pq_prompt.sh)",
-    (16, 12): "ACCEPT code default; BoolQ script alternative",
-    (8, 7): "ACCEPT BoolQ script alternative",
-    (32, 17): "ACCEPT t5-small BoolQ script",
-}
-"""Published / released (sub_dim, codebook_size) of SCPP, in order of preference for the default."""
-
-PAPER_SCAP = {
-    (256, 20): "ACCEPT T5-base 74.9K added part (inferred: 30,720)",
-    (256, 30): "ACCEPT t5-small BoolQ script",
-    (32, 4): "ACCEPT code default",
-}
-"""Published / released (sub_dim, codebook_size) of SCAP."""
+from scripts._grid import PAPER_SCAP, PAPER_SCPP, method_grid  # noqa: E402
 
 
 class ModelConfigError(RuntimeError):
@@ -73,55 +57,6 @@ def model_width(model: str) -> int:
     return int(width)
 
 
-def largest_rank(max_length: int, dim: int, budget: int) -> int:
-    """Largest DePT rank r whose A (L x r) and B (r x d) fit ``budget`` (0 when even r=1 does not)."""
-    r = 0
-    while low_rank_params(max_length, dim, r + 1) <= budget:
-        r += 1
-    return r
-
-
-def default_codebook(options: list[CodebookOption], paper: dict[tuple[int, int], str]) -> tuple[int, int] | None:
-    """The first paper configuration that is feasible, else the largest feasible option."""
-    feasible = {(o.sub_dim, o.codebook_size) for o in options}
-    for pair in paper:
-        if pair in feasible:
-            return pair
-    return (options[0].sub_dim, options[0].codebook_size) if options else None
-
-
-def method_counts(
-    d: int, m: int, length: int, r: int, budget: Budget, budget_tokens: int,
-    scpp: tuple[int, int] | None, scap: tuple[int, int] | None,
-) -> list[dict[str, Any]]:
-    """Every method's count (prepended, added, total) and whether it respects the budget split."""
-    common = {"dim": d, "num_virtual_tokens": m, "max_length": length, "r": r}
-    specs: list[tuple[str, str, dict[str, Any]]] = [
-        ("PT", f"{budget_tokens} tokens", {"dim": d, "num_virtual_tokens": budget_tokens, "with_added": False}),
-        ("DePT", f"m={m}, r={r}", common),
-    ]
-    if scpp:
-        cfg = {"scpp": True, "sub_dim_scpp": scpp[0], "codebook_size_scpp": scpp[1]}
-        specs.append(("ACCEPT-SCPP", f"SCPP {scpp}, r={r}", {**common, **cfg}))
-    if scap:
-        cfg = {"scap": True, "sub_dim_scap": scap[0], "codebook_size_scap": scap[1]}
-        specs.append(("ACCEPT-SCAP", f"m={m} dense, SCAP {scap}", {**common, **cfg}))
-    if scpp and scap:
-        cfg = {"scpp": True, "sub_dim_scpp": scpp[0], "codebook_size_scpp": scpp[1],
-               "scap": True, "sub_dim_scap": scap[0], "codebook_size_scap": scap[1]}
-        specs.append(("ACCEPT", f"SCPP {scpp} + SCAP {scap}", {**common, **cfg}))
-    rows = []
-    for method, config, kwargs in specs:
-        count = count_adapter_params(**kwargs)
-        if method == "PT":
-            within = count.total <= budget.total
-        else:
-            within = count.prepended <= budget.prepended and count.added <= budget.added
-        rows.append({"method": method, "config": config, "prepended": count.prepended, "added": count.added,
-                     "total": count.total, "within_budget": within})
-    return rows
-
-
 def options_table(options: list[CodebookOption], d: int, paper: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
     return [
         {"sub_dim": o.sub_dim, "codebook_size": o.codebook_size, "num_subspaces": num_subspaces(d, o.sub_dim),
@@ -143,14 +78,14 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     for flag, pair in (("scpp", args.scpp), ("scap", args.scap)):
         if pair:
             num_subspaces(d, pair[0], flag=f"{flag} SUB_DIM")
-    scpp = tuple(args.scpp) if args.scpp else default_codebook(scpp_options, PAPER_SCPP)
-    scap = tuple(args.scap) if args.scap else default_codebook(scap_options, PAPER_SCAP)
-    r = args.r if args.r is not None else largest_rank(args.L, d, budget.added)
+    grid = method_grid(d, args.L, args.m, pt_tokens=args.budget_tokens, budget=budget, r=args.r,
+                       scpp=args.scpp, scap=args.scap)  # fmt: skip
     return {
-        "model": args.model, "d": d, "m": args.m, "L": args.L, "r": r,
+        "model": args.model, "d": d, "m": args.m, "L": args.L, "r": grid[1].config["r"],
         "budget": {"tokens": args.budget_tokens, "prepended": budget.prepended, "added": budget.added,
                    "total": budget.total},
-        "methods": method_counts(d, args.m, args.L, r, budget, args.budget_tokens, scpp, scap),
+        "methods": [{"method": g.name, "config": g.shape, "prepended": g.count.prepended, "added": g.count.added,
+                     "total": g.count.total, "within_budget": g.within(budget)} for g in grid],
         "scpp_options": options_table(scpp_options, d, PAPER_SCPP),
         "scap_options": options_table(scap_options, d, PAPER_SCAP),
     }
@@ -192,10 +127,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget_tokens", type=int, default=PT_BUDGET_TOKENS)
     parser.add_argument("--prepended_budget", type=int, help="override the prepended-side budget")
     parser.add_argument("--added_budget", type=int, help="override the added-side budget")
-    parser.add_argument("--scpp", type=int, nargs=2, metavar=("SUB_DIM", "CODEBOOK_SIZE"),
-                        help="SCPP configuration to count (default: a feasible paper one, else the largest)")
-    parser.add_argument("--scap", type=int, nargs=2, metavar=("SUB_DIM", "CODEBOOK_SIZE"),
-                        help="SCAP configuration to count (default: a feasible paper one, else the largest)")
+    for side in ("scpp", "scap"):
+        parser.add_argument(f"--{side}", type=int, nargs=2, metavar=("SUB_DIM", "CODEBOOK_SIZE"),
+                            help=f"{side.upper()} configuration to count (default: a paper one that fits, else the largest)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser.parse_args(argv)
 
