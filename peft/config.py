@@ -158,10 +158,11 @@ class PromptTuningConfig:
             return
         if d < 1:
             raise ValueError(f"token_dim must be >= 1, got {d}.")
+        defaults = {f.name: f.default for f in fields(self)}
         if self.scpp:
-            num_subspaces(d, self.sub_dim_scpp, "sub_dim_scpp")
+            num_subspaces(d, self.sub_dim_scpp, "sub_dim_scpp", default=defaults["sub_dim_scpp"])
         if self.scap:
-            num_subspaces(d, self.sub_dim_scap, "sub_dim_scap")
+            num_subspaces(d, self.sub_dim_scap, "sub_dim_scap", default=defaults["sub_dim_scap"])
         self._check_budget(d)
 
     def param_count(self, token_dim: int | None = None):
