@@ -24,8 +24,20 @@ from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 from data.loading import load_task_splits
 from data.preprocess import PaddingCollator, max_target_length, tokenize_splits
 from training.arguments_compat import LegacyTrainingFlags
+from training.budget_notice import library_budget_warnings_off, warn_budget
+from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
 from training.evaluation import SplitReferences, TaskMetrics
-from training.logs import attach_log_file, detach_log_file, set_library_verbosity, setup_logging
+from training.logs import (
+    CONSOLE,
+    LOG_ONLY,
+    attach_log_file,
+    detach_log_file,
+    is_verbose_level,
+    restore_logging,
+    set_console_verbose,
+    set_library_verbosity,
+    setup_logging,
+)
 from training.modeling import (
     DTYPES,
     PEFT_TYPES,
@@ -35,6 +47,7 @@ from training.modeling import (
     parameter_counts,
 )
 from training.outputs import merge_all_results, save_split_metrics, write_predictions, write_run_config
+from training.sources import check_sources
 from training.trainer import NonFiniteLossError, PromptTrainer
 from training.validation import ConfigError, RunPlan, plan_run
 
@@ -265,16 +278,30 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped, 2 bad input)."""
+    """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped, 2 bad input,
+    130 interrupted by Ctrl-C)."""
     setup_logging()
     try:
+        return _main(argv)
+    finally:
+        restore_logging()
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
         model_args, data_args, training_args = parse_args(argv)
-        plan = plan_run(model_args, data_args, training_args)
+        set_console_verbose(is_verbose_level(training_args.get_process_log_level()))
+        check_sources(model_args, data_args)
+        with library_budget_warnings_off():
+            plan = plan_run(model_args, data_args, training_args)
+        warn_budget(plan.peft_config, plan.token_dim, model_args)
         raw_splits = load_data(data_args, training_args, plan)
     except ConfigError as exc:
         logger.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)
+        return 130
     set_library_verbosity(training_args.get_process_log_level())
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -283,9 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         log_file = attach_log_file(output_dir / "output.log", append=plan.resume_from_checkpoint is not None)
     try:
         return run(model_args, data_args, training_args, plan, raw_splits)
+    except KeyboardInterrupt:
+        logger.warning(
+            "%s", interrupted_message(output_dir, training_args.overwrite_output_dir), extra=CONSOLE
+        )
+        return 130
     except Exception:
-        # Also into output.log, so that scripts/sweep_status.py can show why a run failed.
-        logger.exception("run failed")
+        # Into output.log only (scripts/sweep_status.py shows why a run failed); the console gets Python's
+        # traceback of the re-raised exception.
+        logger.exception("run failed", extra=LOG_ONLY)
         raise
     finally:
         if log_file is not None:
@@ -331,7 +364,8 @@ def run(
     )
 
     set_seed(training_args.seed)  # before the adapter init, which draws from the global RNG
-    model = build_model(plan, model_args, tokenizer)
+    with library_budget_warnings_off():  # reported once, by warn_budget in main()
+        model = build_model(plan, model_args, tokenizer)
     log_parameter_table(model)
     trainable, total = parameter_counts(model)
     if training_args.should_save:
@@ -382,6 +416,22 @@ def run(
         added_embedding_lr=training_args.added_embedding_lr,
         stop_on_nan=training_args.stop_on_nan,
     )
+    progress = use_console_progress(trainer)
+    if trainer.is_world_process_zero():
+        for line in plan_lines(
+            model_name=model_args.model_name_or_path,
+            model_type=plan.model_config.model_type,
+            family=plan.family,
+            token_dim=plan.token_dim,
+            task=plan.task.name,
+            split_sizes={name: len(split) for name, split in tokenized.items()},
+            method=plan.method,
+            trainable=trainable,
+            total=total,
+            training_args=training_args,
+            resume_from=plan.resume_from_checkpoint,
+        ):
+            say("%s", line)
 
     if training_args.do_train:
         try:
@@ -389,10 +439,14 @@ def run(
         except NonFiniteLossError as exc:
             logger.error("%s", exc)
             return 1
+        finally:
+            progress.close()
         trainer.save_model()  # adapter only (best weights when --load_best_model_at_end), tokenizer
         train_metrics = dict(result.metrics, train_samples=len(tokenized["train"]))
         if trainer.is_world_process_zero():
             save_split_metrics(output_dir, "train", train_metrics)
+            label = f"trained {trainer.state.global_step} steps in {train_metrics.get('train_runtime', 0):.0f} s"
+            say("%s", metrics_line(label, train_metrics, "train"))
         trainer.save_state()
 
     for split, prefix, enabled in (
@@ -407,6 +461,7 @@ def run(
             metrics["epoch"] = trainer.state.epoch
         if trainer.is_world_process_zero():
             save_split_metrics(output_dir, prefix, metrics)
+            say("%s", metrics_line(split, metrics, prefix))
             refs = metrics_fn.references[split]
             write_predictions(
                 output_dir / f"predictions_{prefix}.jsonl",
@@ -419,6 +474,7 @@ def run(
         merge_all_results(
             output_dir, {"trainable_params": trainable, "trainable_params_percent": 100.0 * trainable / total}
         )
+        say("results in %s (all_results.json; the full log is output.log)", output_dir)
     return 0
 
 

@@ -9,21 +9,37 @@ r = DePT rank, s = codebook sub-dimension, C = codewords per codebook, K = d / s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 PT_BUDGET_TOKENS = 100
 """The paper's budget rule: the total never exceeds vanilla prompt tuning with 100 tokens."""
 
 
-def num_subspaces(dim: int, sub_dim: int, flag: str = "sub_dim") -> int:
-    """K = d / s; raise a ValueError naming ``flag`` when s does not divide d."""
+def divisors_near(dim: int, wanted: int, count: int = 6, include: int | None = None) -> list[int]:
+    """The ``count`` divisors of ``dim`` closest to ``wanted`` (by ratio), ascending, plus ``include``
+    when it divides ``dim`` (a flag's default)."""
+    divisors = [s for s in range(1, dim + 1) if dim % s == 0]
+    nearest = sorted(divisors, key=lambda s: (abs(math.log(s / max(wanted, 1))), s))[:count]
+    if include is not None and include >= 1 and dim % include == 0:
+        nearest.append(include)
+    return sorted(set(nearest))
+
+
+def num_subspaces(dim: int, sub_dim: int, flag: str = "sub_dim", default: int | None = None) -> int:
+    """K = d / s; raise a ValueError naming ``flag`` when s does not divide d.
+
+    The message suggests the divisors of d nearest to the request, and ``default`` (the flag's default)
+    when it divides d.
+    """
     if sub_dim < 1:
         raise ValueError(f"--{flag} must be >= 1, got {sub_dim}.")
     if dim % sub_dim != 0:
-        divisors = [s for s in range(1, dim + 1) if dim % s == 0]
+        near = ", ".join(str(s) for s in divisors_near(dim, sub_dim, include=default))
+        note = f" (default {default})" if default is not None and dim % default == 0 else ""
         raise ValueError(
             f"--{flag} {sub_dim} does not divide the model width d={dim}; "
-            f"choose one of its divisors, e.g. {divisors[-8:]}."
+            f"divisors of {dim} near {sub_dim}: {near}{note}."
         )
     return dim // sub_dim
 

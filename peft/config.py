@@ -158,10 +158,11 @@ class PromptTuningConfig:
             return
         if d < 1:
             raise ValueError(f"token_dim must be >= 1, got {d}.")
+        defaults = {f.name: f.default for f in fields(self)}
         if self.scpp:
-            num_subspaces(d, self.sub_dim_scpp, "sub_dim_scpp")
+            num_subspaces(d, self.sub_dim_scpp, "sub_dim_scpp", default=defaults["sub_dim_scpp"])
         if self.scap:
-            num_subspaces(d, self.sub_dim_scap, "sub_dim_scap")
+            num_subspaces(d, self.sub_dim_scap, "sub_dim_scap", default=defaults["sub_dim_scap"])
         self._check_budget(d)
 
     def param_count(self, token_dim: int | None = None):
@@ -185,27 +186,35 @@ class PromptTuningConfig:
 
     def _check_budget(self, d: int) -> None:
         """Paper rule: prepended <= m*d, added <= (budget_tokens - m)*d (defects A12)."""
-        count = self.param_count(d)
-        limit_pre = self.num_virtual_tokens * d
-        limit_add = max(self.budget_tokens - self.num_virtual_tokens, 0) * d
-        problems = []
-        if count.prepended > limit_pre:
-            problems.append(f"prepended side {count.prepended:,} > {limit_pre:,} (m*d)")
-        if count.added > limit_add:
-            problems.append(f"added side {count.added:,} > {limit_add:,} ((budget_tokens - m)*d)")
-        if count.total > self.budget_tokens * d:
-            problems.append(f"total {count.total:,} > {self.budget_tokens * d:,} (budget_tokens*d)")
+        problems = self.budget_problems(d)
         if not problems:
             return
-        msg = (
-            f"{self.method_name} adapter exceeds the paper's budget of PT with {self.budget_tokens} tokens: "
-            + "; ".join(problems)
-            + ". Pick smaller --sub_dim/--codebook_size/--r (see scripts/param_budget.py)"
-        )
+        msg = self.budget_message(problems)
         if self.enforce_budget:
             raise ValueError(msg + " or drop --enforce_budget.")
         warnings.warn(msg + ".", BudgetWarning, stacklevel=3)
-        logger.warning(msg)
+
+    def budget_problems(self, d: int) -> dict[str, str]:
+        """Each part over the paper's budget ("prepended", "added", "total") -> "<count> > <limit> (<rule>)"."""
+        count = self.param_count(d)
+        limit_pre = self.num_virtual_tokens * d
+        limit_add = max(self.budget_tokens - self.num_virtual_tokens, 0) * d
+        problems = {}
+        if count.prepended > limit_pre:
+            problems["prepended"] = f"prepended side {count.prepended:,} > {limit_pre:,} (m*d)"
+        if count.added > limit_add:
+            problems["added"] = f"added side {count.added:,} > {limit_add:,} ((budget_tokens - m)*d)"
+        if count.total > self.budget_tokens * d:
+            problems["total"] = f"total {count.total:,} > {self.budget_tokens * d:,} (budget_tokens*d)"
+        return problems
+
+    def budget_message(self, problems: dict[str, str]) -> str:
+        """One line for ``budget_problems``' output, naming the method and the flags that shrink it."""
+        return (
+            f"{self.method_name} adapter exceeds the paper's budget of PT with {self.budget_tokens} tokens: "
+            + "; ".join(problems.values())
+            + ". Pick smaller --sub_dim/--codebook_size/--r (see scripts/param_budget.py)"
+        )
 
     # ---- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

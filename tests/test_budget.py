@@ -2,6 +2,7 @@
 
 import pytest
 
+from peft import PromptTuningConfig
 from peft.budget import count_adapter_params, feasible_codebooks, num_subspaces, paper_budget
 
 
@@ -40,3 +41,18 @@ def test_budget_split_and_solver():
 def test_sub_dim_must_divide_width():
     with pytest.raises(ValueError, match="--sub_dim_scpp 33 does not divide"):
         num_subspaces(768, 33, flag="sub_dim_scpp")
+
+
+def test_sub_dim_suggestion_lists_divisors_near_the_request_and_the_default():
+    with pytest.raises(ValueError) as info:
+        num_subspaces(384, 7, flag="sub_dim_scpp", default=16)
+    assert str(info.value).endswith("divisors of 384 near 7: 3, 4, 6, 8, 12, 16 (default 16).")
+    with pytest.raises(ValueError) as info:
+        num_subspaces(384, 100, flag="sub_dim_scap", default=32)
+    assert "divisors of 384 near 100: 32, 48, 64, 96, 128, 192 (default 32)." in str(info.value)
+
+
+def test_config_suggests_its_own_default_sub_dim():
+    config = PromptTuningConfig(scpp=True, sub_dim_scpp=7, max_length=16)
+    with pytest.raises(ValueError, match=r"near 7: 3, 4, 6, 8, 12, 16 \(default 16\)"):
+        config.validate(token_dim=384)
