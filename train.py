@@ -337,7 +337,7 @@ def run(
     # Model selection by the task's metric (first occurrence wins on ties: strictly greater replaces).
     training_args.metric_for_best_model = plan.task.metric_for_best_model
     training_args.greater_is_better = True
-    training_args.predict_with_generate = plan.family != "classifier"
+    training_args.predict_with_generate = plan.family.generates
     logger.info(
         "task %s | method %s | family %s | d=%d", plan.task.name, plan.method, plan.family, plan.token_dim
     )
@@ -376,7 +376,7 @@ def run(
                 "method": plan.method,
                 "peft_type": model_args.peft_type,
                 "model_name_or_path": model_args.model_name_or_path,
-                "model_family": plan.family,
+                "model_family": plan.family.name,
                 "seed": training_args.seed,
                 "learning_rate": training_args.learning_rate,
                 "added_embedding_lr": training_args.added_embedding_lr,

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
 
 import datasets
 import torch
 
 from data.tasks import get_task
+from peft.family import Family, get_family
 
 logger = logging.getLogger(__name__)
 
-Family = Literal["seq2seq", "causal", "classifier"]
-FAMILIES = ("seq2seq", "causal", "classifier")
 IGNORE_INDEX = -100
 CAUSAL_MARKER = "Label :"
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
@@ -121,7 +119,7 @@ def _tokenize_causal(
 def tokenize_splits(
     splits: datasets.DatasetDict,
     tokenizer,
-    family: Family,
+    family: Family | str,
     max_seq_length: int,
     max_target_length: int,
     pad_to_max_length: bool = True,
@@ -134,20 +132,19 @@ def tokenize_splits(
     makes them) and ``labels``; see the module docstring for each family's layout. The formatted
     splits keep ``source``/``target``/``answers``/``group_id`` for writing predictions and scoring.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown model family {family!r}; expected one of {FAMILIES}")
+    family = get_family(family)
     if max_seq_length <= 0 or max_target_length <= 0:
         raise ValueError("max_seq_length and max_target_length must be positive")
     out = {}
     for name, split in splits.items():
-        if family == "causal":
+        if family.answer_in_input:
             fn, kwargs = _tokenize_causal, {"is_train": name == "train"}
         else:
-            if family == "classifier" and "label" not in split.column_names:
+            if family.classification_head and "label" not in split.column_names:
                 raise ValueError(
                     f"Split {name!r} has no 'label' column: QA tasks cannot use a classifier head"
                 )
-            fn, kwargs = _tokenize_seq2seq, {"classifier": family == "classifier"}
+            fn, kwargs = _tokenize_seq2seq, {"classifier": family.classification_head}
         kwargs.update(
             tokenizer=tokenizer,
             max_seq_length=max_seq_length,
@@ -183,17 +180,15 @@ class PaddingCollator:
     def __init__(
         self,
         tokenizer,
-        family: Family,
+        family: Family | str,
         max_seq_length: int | None = None,
         pad_to_multiple_of: int | None = None,
     ):
-        if family not in FAMILIES:
-            raise ValueError(f"Unknown model family {family!r}; expected one of {FAMILIES}")
+        self.family = get_family(family)
         self.pad_id = _pad_id(tokenizer)
-        self.family = family
         self.max_seq_length = max_seq_length
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.left = family == "causal"
+        self.left = self.family.padding_side == "left"
 
     def _target_length(self, lengths: Sequence[int], fixed: bool) -> int:
         longest = max(lengths)
@@ -218,7 +213,7 @@ class PaddingCollator:
                 batch[key] = torch.tensor(values)
                 continue
             if key == "labels":  # causal labels follow L (train rows: same length as input_ids)
-                length = self._target_length([len(v) for v in values], fixed=self.family == "causal")
+                length = self._target_length([len(v) for v in values], fixed=self.family.answer_in_input)
                 fill = IGNORE_INDEX
             else:
                 length, fill = input_length, (self.pad_id if key == "input_ids" else 0)

@@ -6,6 +6,7 @@ provides the names transformers' Trainer imports from it (``PeftModel``, ``PeftM
 
 from .budget import ParamCount
 from .config import BudgetWarning, PromptTuningConfig
+from .family import FAMILIES, Family, detect_family, get_family
 from .io import MissingAdapterTensorsWarning
 from .model import (
     PeftMixedModel,
@@ -13,14 +14,15 @@ from .model import (
     PeftModelForCausalLM,
     PeftModelForSeq2SeqLM,
     PeftModelForSequenceClassification,
-    detect_model_family,
     get_peft_model,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FAMILIES",
     "BudgetWarning",
+    "Family",
     "MissingAdapterTensorsWarning",
     "ParamCount",
     "PeftMixedModel",
@@ -30,6 +32,7 @@ __all__ = [
     "PeftModelForSequenceClassification",
     "PromptTuningConfig",
     "__version__",
-    "detect_model_family",
+    "detect_family",
+    "get_family",
     "get_peft_model",
 ]

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .budget import PT_BUDGET_TOKENS, count_adapter_params, num_subspaces
+from .family import TASK_TYPES
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
 PEFT_TYPES = ("PROMPT_TUNING", "PROMPT_TUNING_LORA")
-TASK_TYPES = ("SEQ_2_SEQ_LM", "CAUSAL_LM", "SEQ_CLS")
 INIT_TYPES = ("RANDOM", "TEXT")
 DEFAULT_INIT_TEXT = "Classify this text is postive or not:"
 

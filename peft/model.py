@@ -16,56 +16,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-)
 
 from . import io
 from .budget import ParamCount
 from .config import PromptTuningConfig
 from .encoders import DensePrompt, PromptAdapter
+from .family import CAUSAL, CLASSIFIER, SEQ2SEQ, Family, detect_family, family_for_task_type
 
 logger = logging.getLogger(__name__)
 
-FAMILY_TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM", "classifier": "SEQ_CLS"}
-_TASK_FAMILIES = {v: k for k, v in FAMILY_TASK_TYPES.items()}
-
-
-def detect_model_family(config_or_model: Any) -> str:
-    """Model family (seq2seq, causal or classifier) from ``is_encoder_decoder`` and the architecture names.
-
-    Accepts a HF config or a model (whose class name is then used when the config lists no
-    architectures, e.g. a model built in memory from a config).
-    """
-    config = getattr(config_or_model, "config", config_or_model)
-    names = list(getattr(config, "architectures", None) or [])
-    if config is not config_or_model:
-        names.append(type(config_or_model).__name__)
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    if any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names):
-        return "causal"
-    if any(n.endswith("ForSequenceClassification") for n in names):
-        return "classifier"
-    # A bare backbone (e.g. sentence-transformers' "BertModel" checkpoints): encoders that have a
-    # masked-LM head in transformers get a new classification head; decoders are causal LMs.
-    model_type = getattr(config, "model_type", None)
-    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "classifier"
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "causal"
-    raise ValueError(
-        f"Cannot tell the model family of {getattr(config, 'model_type', config)!r} (architectures {names}); "
-        "use an AutoModelForSeq2SeqLM / AutoModelForCausalLM / AutoModelForSequenceClassification model "
-        "or set task_type in the adapter config."
-    )
-
-
-def _family_of(model: nn.Module, config: PromptTuningConfig) -> str:
+def _family_of(model: nn.Module, config: PromptTuningConfig) -> Family:
     if config.task_type is not None:
-        return _TASK_FAMILIES[config.task_type]
-    return detect_model_family(model)
+        return family_for_task_type(config.task_type)
+    return detect_family(model)
 
 
 def _hidden_size(model: nn.Module) -> int:
@@ -75,7 +38,7 @@ def _hidden_size(model: nn.Module) -> int:
 class PeftModel(nn.Module):
     """A frozen base model plus a prompt adapter; family-specific subclasses implement forward/generate."""
 
-    family = ""
+    family: Family | None = None
     plain_mean_loss = False
     prompt_position = 0
 
@@ -98,7 +61,7 @@ class PeftModel(nn.Module):
         config = replace(
             peft_config,
             token_dim=dim,
-            task_type=peft_config.task_type or FAMILY_TASK_TYPES[self.family],
+            task_type=peft_config.task_type or self.family.task_type,
             base_model_name_or_path=peft_config.base_model_name_or_path
             or getattr(model.config, "_name_or_path", None)
             or None,
@@ -267,7 +230,7 @@ class PeftModel(nn.Module):
         init makes the added update zero).
         """
         config = config or PromptTuningConfig.from_pretrained(model_id)
-        target = cls if cls.family else FAMILY_CLASSES[_family_of(model, config)]
+        target = cls if cls.family else _family_of(model, config).wrapper
         wrapped = target(model, config, adapter_name, init_weights=False)
         wrapped.load_adapter(model_id, adapter_name, is_trainable=is_trainable)
         return wrapped
@@ -321,7 +284,7 @@ class PeftModel(nn.Module):
 class PeftModelForSeq2SeqLM(PeftModel):
     """Encoder-decoder: prompt on the encoder input only; labels and decoder untouched."""
 
-    family = "seq2seq"
+    family = SEQ2SEQ
     plain_mean_loss = True
 
     def forward(
@@ -352,7 +315,7 @@ class PeftModelForSeq2SeqLM(PeftModel):
 class PeftModelForCausalLM(PeftModel):
     """Decoder-only: prompt before the (left-padded) input; labels prefixed with m x -100."""
 
-    family = "causal"
+    family = CAUSAL
 
     def _check_length(self, n: int) -> None:
         L = self.adapter.max_length
@@ -412,7 +375,7 @@ class PeftModelForSequenceClassification(PeftModel):
     (a deviation from the T5/decoder paths, where the prompt is in front of everything).
     """
 
-    family = "classifier"
+    family = CLASSIFIER
     plain_mean_loss = True
     prompt_position = 1
 
@@ -448,13 +411,6 @@ class PeftModelForSequenceClassification(PeftModel):
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
 
-FAMILY_CLASSES: dict[str, type[PeftModel]] = {
-    "seq2seq": PeftModelForSeq2SeqLM,
-    "causal": PeftModelForCausalLM,
-    "classifier": PeftModelForSequenceClassification,
-}
-
-
 class PeftMixedModel(nn.Module):
     """Placeholder so that ``from peft import PeftMixedModel`` (transformers' Trainer) works; never built."""
 
@@ -467,5 +423,4 @@ def get_peft_model(model: nn.Module, peft_config: PromptTuningConfig, tokenizer:
 
     ``tokenizer`` is used for TEXT init (else loaded from ``tokenizer_name_or_path``).
     """
-    family = _family_of(model, peft_config)
-    return FAMILY_CLASSES[family](model, peft_config, tokenizer=tokenizer)
+    return _family_of(model, peft_config).wrapper(model, peft_config, tokenizer=tokenizer)

@@ -16,8 +16,18 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from peft import PromptTuningConfig, detect_model_family, get_peft_model
+from peft import (
+    FAMILIES,
+    PeftModelForCausalLM,
+    PeftModelForSeq2SeqLM,
+    PeftModelForSequenceClassification,
+    PromptTuningConfig,
+    detect_family,
+    get_family,
+    get_peft_model,
+)
 from peft.codebook import compose
+from peft.family import family_for_task_type
 
 M, L = 4, 12
 
@@ -67,19 +77,36 @@ def bert(tiny_bert_dir):
 
 
 def test_family_detection(t5, llama, bert):
-    assert detect_model_family(t5.config) == "seq2seq"
-    assert detect_model_family(llama.config) == "causal"
-    assert detect_model_family(bert.config) == "classifier"
+    assert detect_family(t5.config).name == "seq2seq"
+    assert detect_family(llama.config).name == "causal"
+    assert detect_family(bert.config).name == "classifier"
     bare = LlamaConfig(
         hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=10
     )
-    assert detect_model_family(bare) == "causal"  # no architectures: decided by the model type
+    assert detect_family(bare).name == "causal"  # no architectures: decided by the model type
     sentence_encoder = BertConfig(architectures=["BertModel"])  # bare encoder checkpoints get a new head
-    assert detect_model_family(sentence_encoder) == "classifier"
+    assert detect_family(sentence_encoder).name == "classifier"
     with pytest.raises(ValueError, match="task_type"):
-        detect_model_family(PretrainedConfig())
+        detect_family(PretrainedConfig())
     with torch.device("meta"):
-        assert detect_model_family(LlamaForCausalLM(bare)) == "causal"
+        assert detect_family(LlamaForCausalLM(bare)).name == "causal"
+
+
+def test_family_descriptor_is_the_one_lookup(t5, llama, bert):
+    """Name, task type, Auto class and wrapper class of each family come from one descriptor."""
+    for model, wrapper in ((t5, PeftModelForSeq2SeqLM), (llama, PeftModelForCausalLM),
+                           (bert, PeftModelForSequenceClassification)):  # fmt: skip
+        family = detect_family(model.config)
+        assert get_family(family.name) is family and family_for_task_type(family.task_type) is family
+        assert family.wrapper is wrapper and wrapper.family is family
+        assert isinstance(get_peft_model(model, _cfg(r=0)), wrapper)
+    assert get_family("causal").auto_class is AutoModelForCausalLM
+    assert (get_family("causal").padding_side, get_family("seq2seq").padding_side) == ("left", "right")
+    assert [f.generates for f in FAMILIES] == [True, True, False]
+    with pytest.raises(ValueError, match="Unknown model family 'gpt'"):
+        get_family("gpt")
+    with pytest.raises(ValueError, match="task_type 'TOKEN_CLS' is not supported"):
+        family_for_task_type("TOKEN_CLS")
 
 
 @pytest.mark.parametrize("scpp, scap", [(False, False), (True, False), (False, True), (True, True)])
@@ -322,7 +349,7 @@ def test_input_longer_than_max_length_is_refused(t5):
 
 def test_classifier_prompt_head_and_token_types(bert):
     model = get_peft_model(bert, _cfg(scpp=True))
-    assert detect_model_family(bert.config) == "classifier"
+    assert detect_family(bert.config).name == "classifier"
     head = [p for n, p in bert.named_parameters() if n.startswith("classifier")]
     assert all(p.requires_grad for p in head)
     assert {id(p) for p in head} <= {id(p) for p in model.prepended_parameters()}

@@ -13,6 +13,7 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase
 
 from metrics import compute_task_metrics
 from metrics.postprocess import decode_generations
+from peft.family import SEQ2SEQ, Family, get_family
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +48,21 @@ class TaskMetrics:
         task_name: ``--task_name``.
         tokenizer: decodes generated ids and label ids (seq2seq/causal).
         references: per logical split.
-        family: "classifier" scores argmax logits (label index as its string, STS-B: the value).
+        family: one that does not generate (classifier) scores argmax logits (label index as its string,
+            STS-B: the value).
     """
 
     task_name: str
     tokenizer: PreTrainedTokenizerBase
     references: dict[str, SplitReferences]
-    family: str = "seq2seq"
+    family: Family | str = SEQ2SEQ
     labels_list: Sequence[str] | None = None
     split: str = "validation"
     last_predictions: dict[str, list[str]] = field(default_factory=dict)
 
     def __call__(self, eval_prediction: EvalPrediction) -> dict[str, float]:
         refs = self.references[self.split]
-        if self.family == "classifier":
+        if not get_family(self.family).generates:
             predictions = self._classifier_predictions(eval_prediction.predictions)
             references = refs.targets
         else:

@@ -1,6 +1,6 @@
 """Tokenizer, backbone and adapter construction for ``train.py``.
 
-The model family comes from the model's config (``peft.detect_model_family``), never from the path.
+The model family comes from the model's config (``peft.detect_family``), never from the path.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedTokenizerBase,
 )
+
+from peft.family import Family, get_family
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +26,6 @@ BASELINE_PEFT_TYPES = ("HEAD_ONLY", "FULL")
 PEFT_TYPES = ADAPTER_PEFT_TYPES + BASELINE_PEFT_TYPES
 BASELINE_METHODS = {"HEAD_ONLY": "head-only", "FULL": "full-finetuning"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-_AUTO_CLASSES = {
-    "seq2seq": AutoModelForSeq2SeqLM,
-    "causal": AutoModelForCausalLM,
-    "classifier": AutoModelForSequenceClassification,
-}
 
 
 def load_model_config(
@@ -57,7 +50,7 @@ def hidden_size(config: PretrainedConfig) -> int:
 
 
 def load_tokenizer(
-    name_or_path: str, family: str, cache_dir: str | None = None, trust_remote_code: bool = False
+    name_or_path: str, family: Family | str, cache_dir: str | None = None, trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
     """AutoTokenizer with an explicit padding side (right; left for decoder-only, as the originals pad)
     and pad := eos when the tokenizer has no pad token."""
@@ -66,13 +59,13 @@ def load_tokenizer(
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left" if family == "causal" else "right"
+    tokenizer.padding_side = get_family(family).padding_side
     return tokenizer
 
 
 def load_backbone(
     model_name_or_path: str,
-    family: str,
+    family: Family | str,
     *,
     num_labels: int | None = None,
     dtype: str = "float32",
@@ -85,9 +78,10 @@ def load_backbone(
         "cache_dir": cache_dir,
         "trust_remote_code": trust_remote_code,
     }
-    if family == "classifier":
+    family = get_family(family)
+    if family.classification_head:
         kwargs["num_labels"] = num_labels
-    return _AUTO_CLASSES[family].from_pretrained(model_name_or_path, **kwargs)
+    return family.auto_class.from_pretrained(model_name_or_path, **kwargs)
 
 
 def freeze_for_baseline(model: nn.Module, peft_type: str) -> nn.Module:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer, TrainerCallback
 
+from peft.family import Family, get_family
 from training.optim import build_linear_schedule, build_optimizer
 from training.outputs import atomic_write_text
 
@@ -45,7 +46,7 @@ class PromptTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer with the original optimisation and evaluation semantics.
 
     Args beyond ``Seq2SeqTrainer``'s (keyword-only):
-        family: "seq2seq" | "causal" | "classifier" (from ``peft.detect_model_family``).
+        family: the model family (a ``peft.family.Family`` or its name).
         max_new_tokens: tokens generated per example at evaluation (the task's max target length).
         added_embedding_lr: learning rate of the added side; None = ``args.learning_rate``.
         stop_on_nan: raise ``NonFiniteLossError`` on a non-finite training loss.
@@ -59,7 +60,7 @@ class PromptTrainer(Seq2SeqTrainer):
     def __init__(
         self,
         *args: Any,
-        family: str,
+        family: Family | str,
         max_new_tokens: int,
         added_embedding_lr: float | None = None,
         stop_on_nan: bool = True,
@@ -75,7 +76,7 @@ class PromptTrainer(Seq2SeqTrainer):
         super().__init__(*args, **kwargs)
         self.add_callback(LogHistoryCallback())
         self.model_accepts_loss_kwargs = False
-        self.family = family
+        self.family = get_family(family)
         self.max_new_tokens = max_new_tokens
         self.added_embedding_lr = added_embedding_lr
         self.stop_on_nan = stop_on_nan
@@ -177,7 +178,7 @@ class PromptTrainer(Seq2SeqTrainer):
                 num_beams=self.args.generation_num_beams or 1,
                 do_sample=False,
             )
-        if self.family == "causal":
+        if self.family.answer_in_input:
             generated = generated[:, inputs["input_ids"].shape[1] :]
         elif generated.shape[1] > 0 and self._starts_with_decoder_start(generated):
             generated = generated[:, 1:]

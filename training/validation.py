@@ -18,7 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
 from data.tasks import TaskSpec, get_task
-from peft import PromptTuningConfig, detect_model_family
+from peft import PromptTuningConfig
 from peft.encoders import (
     KEY_LORA_A,
     KEY_LORA_B,
@@ -29,6 +29,7 @@ from peft.encoders import (
     KEY_SCAP_WEIGHT,
     PromptAdapter,
 )
+from peft.family import Family, detect_family
 from peft.io import read_adapter_tensors
 from training.modeling import (
     BASELINE_METHODS,
@@ -40,7 +41,6 @@ from training.modeling import (
 logger = logging.getLogger(__name__)
 
 FP16_UNSAFE_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
-TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM", "classifier": "SEQ_CLS"}
 ADAPTER_KEYS = (
     KEY_PROMPT, KEY_PROMPT_WEIGHT, KEY_PROMPT_CODEBOOK, KEY_LORA_A, KEY_LORA_B, KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK,
 )  # fmt: skip
@@ -66,7 +66,7 @@ class RunPlan:
     """
 
     task: TaskSpec
-    family: str
+    family: Family
     model_config: PretrainedConfig
     token_dim: int
     method: str
@@ -97,7 +97,7 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
         raise ConfigError(
             f"--model_name_or_path {model_args.model_name_or_path}: cannot read its config ({exc})"
         ) from exc
-    family = detect_model_family(model_config)
+    family = detect_family(model_config)
     d = hidden_size(model_config)
     _check_precision(model_args, training_args, model_config)
     _check_distributed(training_args)
@@ -106,7 +106,7 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
 
     peft_config = loaded = None
     if peft_type in BASELINE_METHODS:
-        if peft_type == "HEAD_ONLY" and family != "classifier":
+        if peft_type == "HEAD_ONLY" and not family.classification_head:
             raise ConfigError(
                 f"--peft_type HEAD_ONLY trains a classification head; {model_config.model_type} is a {family} model."
             )
@@ -181,12 +181,12 @@ def _check_schedule(training_args: Any) -> None:
         raise ConfigError("--max_steps (or --num_train_epochs) must be > 0 to train.")
 
 
-def _check_lengths(model_args: Any, data_args: Any, model_config: PretrainedConfig, family: str) -> None:
+def _check_lengths(model_args: Any, data_args: Any, model_config: PretrainedConfig, family: Family) -> None:
     if data_args.max_seq_length < 1:
         raise ConfigError(f"--max_seq_length must be >= 1, got {data_args.max_seq_length}.")
     if (
         not data_args.pad_to_max_length
-        and family == "causal"
+        and family.padding_side == "left"
         and model_args.peft_type == "PROMPT_TUNING_LORA"
     ):
         raise ConfigError(
@@ -219,7 +219,7 @@ def resolve_text_init(model_args: Any) -> bool:
     return not (model_args.scpp or model_args.scap)
 
 
-def build_peft_config(model_args: Any, data_args: Any, family: str, token_dim: int) -> PromptTuningConfig:
+def build_peft_config(model_args: Any, data_args: Any, family: Family, token_dim: int) -> PromptTuningConfig:
     """The adapter config of the command line, validated against d (divisibility, budget, init)."""
     scpp_ckpt = scap_ckpt = None
     if model_args.pretrain_init:
@@ -238,7 +238,7 @@ def build_peft_config(model_args: Any, data_args: Any, family: str, token_dim: i
     text_init = resolve_text_init(model_args)
     config = PromptTuningConfig(
         peft_type=model_args.peft_type,
-        task_type=TASK_TYPES[family],
+        task_type=family.task_type,
         num_virtual_tokens=model_args.prefix_length,
         token_dim=token_dim,
         max_length=data_args.max_seq_length,
@@ -278,7 +278,7 @@ def _existing_dir(path: str | None, flag: str) -> str:
     return path
 
 
-def _load_adapter_config(model_args: Any, data_args: Any, token_dim: int, family: str) -> PromptTuningConfig:
+def _load_adapter_config(model_args: Any, data_args: Any, token_dim: int, family: Family) -> PromptTuningConfig:
     """The saved config of --peft_model_id; its shapes win over the command line (warned, defect D26).
 
     Checked against the model (d, family) and against the tensors in the folder (read safely: safetensors,
@@ -296,10 +296,10 @@ def _load_adapter_config(model_args: Any, data_args: Any, token_dim: int, family
             f"{flag}: the adapter was saved for token_dim (d) {config.token_dim}, but "
             f"{model_args.model_name_or_path} has d={token_dim}."
         )
-    if config.task_type is not None and config.task_type != TASK_TYPES[family]:
+    if config.task_type is not None and config.task_type != family.task_type:
         raise ConfigError(
             f"{flag}: the adapter was saved for task_type {config.task_type}, but "
-            f"{model_args.model_name_or_path} is a {family} model ({TASK_TYPES[family]})."
+            f"{model_args.model_name_or_path} is a {family} model ({family.task_type})."
         )
     check_adapter_tensors(path, config, token_dim, flag)
     cli = {

@@ -1,0 +1,125 @@
+"""Model families: what differs between encoder-decoder, decoder-only and encoder-classifier backbones.
+
+Every layer (tokenisation, padding, model loading, training, evaluation, the run planner) asks the
+family's descriptor instead of comparing family names. Adding a family means adding one ``Family``
+here (and its ``PeftModel`` subclass in ``peft/model.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import transformers
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+if TYPE_CHECKING:
+    from .model import PeftModel
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family.
+
+    Attributes:
+        name: "seq2seq" | "causal" | "classifier" (written to ``run_config.json``).
+        task_type: the adapter config's ``task_type`` (HF PEFT's names).
+        auto_class_name: the transformers Auto class that loads the backbone.
+        padding_side: "right", or "left" where row j of the added update belongs to padded position j
+            of a decoder-only input (inputs are then padded to the full ``max_length``).
+        generates: evaluation decodes generated tokens (``predict_with_generate``); False scores logits.
+        answer_in_input: training rows are the prompt followed by the answer tokens (labels aligned with
+            ``input_ids``) and generation returns the input followed by the new tokens.
+        classification_head: the backbone has a task head trained with the adapter; labels are class
+            indices (a ``label`` column), and ``num_labels`` is passed when loading.
+        wrapper_name: the ``PeftModel`` subclass in ``peft/model.py`` (resolved lazily by ``wrapper``).
+    """
+
+    name: str
+    task_type: str
+    auto_class_name: str
+    padding_side: str
+    generates: bool
+    answer_in_input: bool
+    classification_head: bool
+    wrapper_name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def auto_class(self) -> Any:
+        """The transformers Auto class, e.g. ``AutoModelForSeq2SeqLM``."""
+        return getattr(transformers, self.auto_class_name)
+
+    @property
+    def wrapper(self) -> type[PeftModel]:
+        """The ``PeftModel`` subclass that wraps a backbone of this family."""
+        from . import model
+
+        return getattr(model, self.wrapper_name)
+
+
+# name, task type, Auto class, padding side, generates, answer in input, classification head, wrapper
+FAMILIES: tuple[Family, ...] = tuple(
+    Family(*row)
+    for row in (
+        ("seq2seq", "SEQ_2_SEQ_LM", "AutoModelForSeq2SeqLM", "right", True, False, False, "PeftModelForSeq2SeqLM"),
+        ("causal", "CAUSAL_LM", "AutoModelForCausalLM", "left", True, True, False, "PeftModelForCausalLM"),
+        ("classifier", "SEQ_CLS", "AutoModelForSequenceClassification", "right", False, False, True,
+         "PeftModelForSequenceClassification"),
+    )
+)  # fmt: skip
+SEQ2SEQ, CAUSAL, CLASSIFIER = FAMILIES
+TASK_TYPES: tuple[str, ...] = tuple(family.task_type for family in FAMILIES)
+
+
+def get_family(family: Family | str) -> Family:
+    """The descriptor of ``family`` (a descriptor or its name); ValueError for an unknown name."""
+    if isinstance(family, Family):
+        return family
+    for candidate in FAMILIES:
+        if candidate.name == family:
+            return candidate
+    names = tuple(f.name for f in FAMILIES)
+    raise ValueError(f"Unknown model family {family!r}; expected one of {names}")
+
+
+def family_for_task_type(task_type: str) -> Family:
+    """The family whose adapter ``task_type`` is ``task_type`` (e.g. "CAUSAL_LM")."""
+    for family in FAMILIES:
+        if family.task_type == task_type:
+            return family
+    raise ValueError(f"task_type {task_type!r} is not supported; use one of {TASK_TYPES}.")
+
+
+def detect_family(config_or_model: Any) -> Family:
+    """The family from ``is_encoder_decoder`` and the architecture names of a HF config or model.
+
+    For a model, its class name counts too (a model built in memory from a config lists no architectures).
+    """
+    config = getattr(config_or_model, "config", config_or_model)
+    names = list(getattr(config, "architectures", None) or [])
+    if config is not config_or_model:
+        names.append(type(config_or_model).__name__)
+    if getattr(config, "is_encoder_decoder", False):
+        return SEQ2SEQ
+    if any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names):
+        return CAUSAL
+    if any(n.endswith("ForSequenceClassification") for n in names):
+        return CLASSIFIER
+    # A bare backbone (e.g. sentence-transformers' "BertModel" checkpoints): encoders that have a
+    # masked-LM head in transformers get a new classification head; decoders are causal LMs.
+    model_type = getattr(config, "model_type", None)
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return CLASSIFIER
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return CAUSAL
+    raise ValueError(
+        f"Cannot tell the model family of {getattr(config, 'model_type', config)!r} (architectures {names}); "
+        "use an AutoModelForSeq2SeqLM / AutoModelForCausalLM / AutoModelForSequenceClassification model "
+        "or set task_type in the adapter config."
+    )
