@@ -290,14 +290,14 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         model_args, data_args, training_args = parse_args(argv)
-        set_console_verbose(is_verbose_level(training_args.get_process_log_level()))
+        set_console_verbose(is_verbose_level(training_args.log_level))
         check_sources(model_args, data_args)
         with library_budget_warnings_off():
             plan = plan_run(model_args, data_args, training_args)
         warn_budget(plan.peft_config, plan.token_dim, model_args)
         raw_splits = load_data(data_args, training_args, plan)
     except ConfigError as exc:
-        logger.error("%s", exc)
+        logger.error("%s", " ".join(str(exc).split()))  # one line, also for a library's multi-line message
         return 2
     except KeyboardInterrupt:
         logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)

@@ -17,7 +17,9 @@ from training.logs import CONSOLE
 logger = logging.getLogger("train")
 
 # Timing keys of the Trainer's metrics: kept in the result files, left out of the console line.
-_TIMING_KEYS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "total_flos")
+_TIMING_KEYS = (
+    "runtime", "samples_per_second", "steps_per_second", "epoch", "total_flos", "model_preparation_time",
+)  # fmt: skip
 
 
 def say(message: str, *args: Any) -> None:

@@ -29,6 +29,7 @@ LIBRARY_LOGGERS = ("transformers", "datasets", "huggingface_hub", "accelerate")
 _HANDLER_FLAG = "_train_py_handler"
 _saved_library_state: dict[str, tuple[list[logging.Handler], bool]] = {}
 _saved_progress_bars: tuple[bool, bool] | None = None
+_saved_verbosity: tuple[int, int] | None = None
 
 
 class ConsoleFilter(logging.Filter):
@@ -79,6 +80,12 @@ def setup_logging(verbose: bool = False) -> None:
         handler.addFilter(ConsoleFilter(errors, verbose))
         setattr(handler, _HANDLER_FLAG, True)
         root.addHandler(handler)
+    global _saved_verbosity
+    if _saved_verbosity is None:
+        _saved_verbosity = (
+            transformers.utils.logging.get_verbosity(),
+            datasets.utils.logging.get_verbosity(),
+        )
     _route_library_logs()
     logging.captureWarnings(True)  # Python warnings -> the "py.warnings" logger -> output.log
     set_console_verbose(verbose)
@@ -111,15 +118,19 @@ def _enable_progress_bars(transformers_bars: bool, datasets_bars: bool) -> None:
         (datasets.enable_progress_bars if datasets_bars else datasets.disable_progress_bars)()
 
 
-def is_verbose_level(level: int) -> bool:
-    """True for a ``--log_level`` (as ``TrainingArguments.get_process_log_level()``) of info or more detail."""
-    return 0 <= level <= logging.INFO
+def is_verbose_level(log_level: str) -> bool:
+    """True for a ``--log_level`` of info or more detail (the default, passive, keeps the console quiet)."""
+    return log_level in ("info", "debug", "detail")
 
 
 def restore_logging() -> None:
     """Undo ``setup_logging``'s changes to the libraries and to Python warnings (in-process reruns)."""
-    global _saved_progress_bars
+    global _saved_progress_bars, _saved_verbosity
     logging.captureWarnings(False)
+    if _saved_verbosity is not None:
+        transformers.utils.logging.set_verbosity(_saved_verbosity[0])
+        datasets.utils.logging.set_verbosity(_saved_verbosity[1])
+        _saved_verbosity = None
     for name, (handlers, propagate) in _saved_library_state.items():
         library = logging.getLogger(name)
         for handler in handlers:

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from peft.family import Family, get_family
+from training.head_only import load_trained_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,10 @@ def build_model(plan: Any, model_args: Any, tokenizer: PreTrainedTokenizerBase) 
     if backbone.config.pad_token_id is None:
         backbone.config.pad_token_id = tokenizer.pad_token_id
     if model_args.peft_type in BASELINE_PEFT_TYPES:
-        return freeze_for_baseline(backbone, model_args.peft_type)
+        model = freeze_for_baseline(backbone, model_args.peft_type)
+        if model_args.peft_model_id:  # a HEAD_ONLY run's trained head (training/head_only.py)
+            load_trained_tensors(model, model_args.peft_model_id)
+        return model
     if plan.loaded_peft_config is not None:
         return PeftModel.from_pretrained(
             backbone, model_args.peft_model_id, is_trainable=True, config=plan.loaded_peft_config

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from huggingface_hub import constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from training.head_only import holds_trained_only
 from training.validation import ConfigError
 
 OFFLINE_RECIPE = (
@@ -62,12 +63,32 @@ def hub_unreachable() -> str | None:
         return f"{url.hostname}: {exc}"
 
 
+def check_trained_only_folders(model_args: Any) -> None:
+    """A HEAD_ONLY run's folder (trained tensors only) is read with --peft_model_id, never as a model."""
+    model = model_args.model_name_or_path
+    if holds_trained_only(model):
+        raise ConfigError(
+            f"--model_name_or_path {model} holds only the tensors a HEAD_ONLY run trained; pass the base "
+            f"model as --model_name_or_path and --peft_type HEAD_ONLY --peft_model_id {model}."
+        )
+    head = model_args.peft_model_id
+    if model_args.peft_type == "HEAD_ONLY" and head is not None and not holds_trained_only(head):
+        raise ConfigError(f"--peft_model_id {head}: not the output folder of a --peft_type HEAD_ONLY run.")
+
+
 def check_sources(model_args: Any, data_args: Any) -> None:
-    """ConfigError (one line) for a mistyped folder, or for hub sources while the hub is unreachable."""
+    """ConfigError (one line) for a mistyped folder, a HEAD_ONLY folder in the wrong flag, or hub sources
+    while the hub is unreachable."""
+    check_trained_only_folders(model_args)
     needed = hub_sources(model_args, data_args)
     if not needed or constants.HF_HUB_OFFLINE:
         return  # offline mode: the libraries read their cache and fail at once without retries
     reason = hub_unreachable()
+    if reason is not None and needed[0].startswith("--model_name_or_path"):
+        raise ConfigError(
+            f"{needed[0]}: no such folder, and the hub it would be read from cannot be reached ({reason}); "
+            f"{OFFLINE_RECIPE}."
+        )
     if reason is not None:
         raise ConfigError(
             f"{'; '.join(needed)}: needs the hub, which cannot be reached ({reason}); {OFFLINE_RECIPE}."

@@ -22,6 +22,7 @@ from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from peft.family import Family, get_family
+from training.head_only import mark_trained_only, trained_state_dict
 from training.optim import build_linear_schedule, build_optimizer
 from training.outputs import atomic_write_text
 
@@ -208,6 +209,23 @@ class PromptTrainer(Seq2SeqTrainer):
         return padded
 
     # ---- files --------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """A plain model with frozen parts (the HEAD_ONLY baseline) saves only its trained tensors.
+
+        Our adapters save only theirs already (``PeftModel.save_pretrained``).
+        """
+        if state_dict is None and not hasattr(self.model, "named_adapter_tensors"):
+            state_dict = trained_state_dict(self.model)
+            if state_dict is not None:
+                mark_trained_only(self.model)
+        super()._save(output_dir, state_dict=state_dict)
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """Reloading a checkpoint of trained tensors only: the frozen ones are not missing."""
+        frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
+        missing = [key for key in load_result.missing_keys if key not in frozen]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     def save_state(self) -> None:
         """``trainer_state.json`` in ``--output_dir``, written atomically (rank 0 only)."""
         if not self.is_world_process_zero():

@@ -110,7 +110,7 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
             raise ConfigError(
                 f"--peft_type HEAD_ONLY trains a classification head; {model_config.model_type} is a {family} model."
             )
-        if model_args.scpp or model_args.scap or model_args.peft_model_id:
+        if model_args.scpp or model_args.scap or (model_args.peft_model_id and peft_type != "HEAD_ONLY"):
             raise ConfigError(
                 f"--scpp/--scap/--peft_model_id need an adapter; --peft_type {peft_type} has none."
             )
