@@ -26,20 +26,9 @@ RUN_MARKERS = ("run_config.json", "all_results.json", "output.log")
 """A directory holding any of these files is a run directory (its sub-folders are not searched)."""
 
 IGNORED_LEAVES = frozenset(
-    {
-        "seed",
-        "output_dir",
-        "logging_dir",
-        "run_name",
-        "overwrite_output_dir",
-        "resume_from_checkpoint",
-        "hub_model_id",
-        "git_commit",
-        "git_dirty",
-        "resumed_from",
-        "versions",
-    }
-)
+    {"seed", "output_dir", "logging_dir", "run_name", "overwrite_output_dir", "resume_from_checkpoint",
+     "hub_model_id", "git_commit", "git_dirty", "resumed_from", "versions"}
+)  # fmt: skip
 """Config keys (at any nesting level) that do not define a hyperparameter setting."""
 
 GENERIC_FOLDER = re.compile(r"models?|weights|pretrained|hf|final|best|snapshots?|checkpoint(-\d+)?", re.IGNORECASE)
@@ -87,16 +76,8 @@ def run_error(run_dir: Path) -> str | None:
     train.py's ``output.log`` holds logged errors; an uncaught traceback goes to the process's stderr,
     which sweep scripts usually redirect into a file next to it.
     """
-    seen = set()
-    for pattern in LOG_PATTERNS:
-        for path in sorted(run_dir.glob(pattern)):
-            if path in seen:
-                continue
-            seen.add(path)
-            line = last_error_line(path)
-            if line:
-                return line
-    return None
+    paths = dict.fromkeys(path for pattern in LOG_PATTERNS for path in sorted(run_dir.glob(pattern)))
+    return next((line for line in map(last_error_line, paths) if line), None)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -174,15 +155,18 @@ class Run:
         """Short model name from ``model_name_or_path`` (see ``model_name``)."""
         return model_name(str(self.get("model_name_or_path", "?")))
 
+    def get_int(self, key: str) -> int | None:
+        """A config value as an int, None when absent."""
+        value = self.get(key)
+        return None if value is None else int(value)
+
     @property
     def seed(self) -> int | None:
-        seed = self.get("seed")
-        return None if seed is None else int(seed)
+        return self.get_int("seed")
 
     @property
     def k_shot(self) -> int | None:
-        k = self.get("k_shot_example")
-        return None if k is None else int(k)
+        return self.get_int("k_shot_example")
 
     @property
     def metric_for_best_model(self) -> str | None:
@@ -196,10 +180,8 @@ class Run:
 
     @property
     def trainable_params(self) -> int | None:
-        value = self.get("trainable_params")
-        if value is None and self.results is not None:
-            value = self.results.get("trainable_params")
-        return None if value is None else int(value)
+        value = self.get_int("trainable_params")
+        return value if value is not None or self.results is None else self.results.get("trainable_params")
 
     def setting(self, extra_ignored: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
         """Hashable hyperparameter setting: the flattened config minus seed/output_dir/bookkeeping.
@@ -277,6 +259,12 @@ GroupKey = tuple[str, str, str, "int | None"]
 
 def group_key(run: Run) -> GroupKey:
     return (run.model, run.method, run.task, run.k_shot)
+
+
+def group_name(key: GroupKey) -> str:
+    """``t5-base / DePT / rte`` (``/ k=16`` for few-shot)."""
+    model, method, task, k = key
+    return f"{model} / {method} / {task}" + (f" / k={k}" if k is not None else "")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:

@@ -323,14 +323,16 @@ def format_stat(mean: float | None, std: float | None = None, decimals: int = 1,
     return text if std is None else f"{text} ± {std:.{decimals}f}"
 
 
-def _numeric(cell: str) -> bool:
-    return cell in ("", "–", "n/a") or cell.lstrip("+-−Δ ")[:1].isdigit()
+def _numeric(column: list[str]) -> bool:
+    """Every cell reads as a number or is empty / a dash, and at least one is a number."""
+    starts = [c.lstrip("+-−Δ ")[:1] for c in column if c not in ("", "–", "n/a")]
+    return bool(starts) and all(c.isdigit() for c in starts)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """A GitHub Markdown table; a column whose cells all read as numbers (or are empty) is right-aligned."""
     cells = [[str(c) for c in row] for row in rows]
-    align = ["---:" if cells and all(_numeric(r[i]) for r in cells) else "---" for i in range(len(headers))]
+    align = ["---:" if _numeric([r[i] for r in cells]) else "---" for i in range(len(headers))]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in cells]
 

@@ -24,7 +24,7 @@ import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from scripts._runs import GroupKey, GroupResult, Run, discover_runs, group_runs  # noqa: E402
+from scripts._runs import GroupKey, GroupResult, Run, discover_runs, group_name, group_runs  # noqa: E402
 from scripts._tables import (  # noqa: E402
     LAYOUTS,
     PAPER_RESULTS,
@@ -68,11 +68,6 @@ def collect(roots: Sequence[str | Path], ignore: Sequence[str] = ()) -> Collecti
         if notes:
             problems[key] = notes
     return Collection(results, problems, orphans)
-
-
-def group_name(key: GroupKey) -> str:
-    model, method, task, k = key
-    return f"{model} / {method} / {task}" + (f" / k={k}" if k is not None else "")
 
 
 def format_cell(cell: Cell | None, decimals: int, signed: bool = False) -> str:

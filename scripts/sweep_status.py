@@ -24,7 +24,7 @@ from collections import Counter  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from scripts._runs import Run, discover_runs, format_setting, group_runs, values_equal  # noqa: E402
+from scripts._runs import Run, discover_runs, format_setting, group_key, group_name, group_runs, values_equal  # noqa: E402
 from scripts._tables import format_stat  # noqa: E402
 
 STATUSES = ("finished", "failed", "unfinished", "missing")
@@ -40,8 +40,7 @@ class Entry:
 
 
 def group_label(run: Run) -> str:
-    label = f"{run.model} / {run.method} / {run.task}" if run.config else "(no run_config.json)"
-    return label + (f" / k={run.k_shot}" if run.config and run.k_shot is not None else "")
+    return group_name(group_key(run)) if run.config else "(no run_config.json)"
 
 
 def run_entry(run: Run, decimals: int = 1) -> Entry:
@@ -85,8 +84,8 @@ def missing_from_siblings(runs: Sequence[Run]) -> list[Entry]:
     """(setting, seed) pairs that have no run directory although sibling settings have that seed."""
     groups, _ = group_runs(runs)
     entries = []
-    for (model, method, task, k), group in groups.items():
-        label = f"{model} / {method} / {task}" + (f" / k={k}" if k is not None else "")
+    for group_id, group in groups.items():
+        label = group_name(group_id)
         for key, setting in group.settings.items():
             for seed in group.expected_seeds:
                 if seed not in setting.runs:
