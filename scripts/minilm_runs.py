@@ -9,6 +9,7 @@ classifier head (d * labels + labels) is trained by every method and included in
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts._grid import method_grid
+from scripts._grid import method_grid, model_width
 from scripts._runs import Run, group_runs, load_run
 from scripts._tables import METHOD_ORDER, format_stat, method_sort_key, method_summary, run_record
 
@@ -98,6 +99,25 @@ def method_specs(
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHOD_ORDER)}")
     return [specs[n] for n in names]
+
+
+def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str]) -> None:
+    """The flags shared by the demo and the benchmark: model, methods, budget split, learning rates."""
+    parser.add_argument("--model_name_or_path", default=None, help=f"default: the MiniLM of the {MODEL_PACKAGE} package")
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=list(METHOD_ORDER))
+    parser.add_argument("--max_seq_length", type=int, default=128, help="L (truncation; rows of DePT's update)")
+    parser.add_argument("--m_pt", type=int, default=20, help="PT prompt tokens; fixes the budget m_pt * d")
+    parser.add_argument("--m_dept", type=int, default=12, help="DePT/ACCEPT prompt tokens (< m_pt)")
+    for name, default, what in (("prompt", 3e-2, "prompt (and head)"), ("added", 3e-3, "DePT/ACCEPT's added side"),
+                                ("head", 3e-3, "head-only"), ("full", 5e-5, "full fine-tuning")):
+        parser.add_argument(f"--{name}_lr", type=float, default=default, help=f"learning rate of {what}")  # fmt: skip
+
+
+def specs_from_args(args: argparse.Namespace, model_dir: Path, num_labels: int) -> list[MethodSpec]:
+    """``method_specs`` for the flags of ``add_method_flags`` (width d read from the model's config)."""
+    lrs = LearningRates(args.prompt_lr, args.added_lr, args.head_lr, args.full_lr)
+    dim = model_width(str(model_dir))
+    return method_specs(dim, args.max_seq_length, num_labels, args.m_pt, args.m_dept, lrs, args.methods)
 
 
 def common_flags(max_seq_length: int, batch_size: int, max_steps: int, max_eval: int | None,
