@@ -25,8 +25,6 @@ from peft.budget import (
     paper_budget,
 )
 
-BUDGET_METHODS = ("PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
-
 PAPER_SCPP = {
     (32, 20): "ACCEPT T5-base 74.9K (run_qnli_pq_prompt.sh)",
     (16, 12): "ACCEPT code default; BoolQ script alternative",
