@@ -11,6 +11,7 @@ here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from peft.budget import (
@@ -23,8 +24,6 @@ from peft.budget import (
     largest_rank,
     paper_budget,
 )
-
-BUDGET_METHODS = ("PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
 
 PAPER_SCPP = {
     (32, 20): "ACCEPT T5-base 74.9K (run_qnli_pq_prompt.sh)",
@@ -40,6 +39,30 @@ PAPER_SCAP = {
     (32, 4): "ACCEPT code default",
 }
 """Published / released (sub_dim, codebook_size) of SCAP."""
+
+class ModelConfigError(RuntimeError):
+    """The model's config could not be read (offline hub id, typo, folder without config.json)."""
+
+
+def model_width(model: str) -> int:
+    """Embedding width d of a hub id or local folder (``hidden_size``; T5's ``d_model`` maps to it)."""
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise ModelConfigError(f"model folder {model!r} does not exist; pass a model folder, a hub id or --d")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except Exception as err:  # hub/network/parse errors come as many types; all mean "no config"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelConfigError(
+            f"cannot read the config of {model!r} ({type(err).__name__}: {first}). Without internet only "
+            "local model folders work: pass a folder with config.json, or give the width with --d."
+        ) from err
+    width = getattr(config.get_text_config(), "hidden_size", None)
+    if not width:
+        raise ModelConfigError(f"the config of {model!r} has no hidden_size/d_model; pass --d")
+    return int(width)
+
 
 _FLAG_NAMES = {"num_virtual_tokens": "prefix_length"}
 """``PromptTuningConfig`` fields whose ``train.py`` flag has another name."""
@@ -129,7 +152,7 @@ def method_grid(
         if pair is not None
     }
     specs = [
-        ("PT", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"{pt_tokens} tokens"),
+        ("PT", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"m={pt_tokens}"),
         ("DePT", dept, f"m={m}, r={rank}"),
     ]
     if "scpp" in codebook:

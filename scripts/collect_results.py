@@ -24,7 +24,7 @@ import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from scripts._runs import GroupKey, GroupResult, Run, discover_runs, group_runs  # noqa: E402
+from scripts._runs import GroupKey, GroupResult, Run, discover_runs, group_name, group_runs  # noqa: E402
 from scripts._tables import (  # noqa: E402
     LAYOUTS,
     PAPER_RESULTS,
@@ -32,7 +32,9 @@ from scripts._tables import (  # noqa: E402
     Row,
     Table,
     build_tables,
+    format_stat,
     load_paper,
+    markdown_table,
     reported_metrics,
 )
 
@@ -68,19 +70,11 @@ def collect(roots: Sequence[str | Path], ignore: Sequence[str] = ()) -> Collecti
     return Collection(results, problems, orphans)
 
 
-def group_name(key: GroupKey) -> str:
-    model, method, task, k = key
-    return f"{model} / {method} / {task}" + (f" / k={k}" if k is not None else "")
-
-
-def format_cell(cell: Cell | None, decimals: int, signed: bool = False, pm: str = " ± ") -> str:
+def format_cell(cell: Cell | None, decimals: int, signed: bool = False) -> str:
     """``85.12 ± 0.30`` (ours), ``85.1`` (published or n=1), ``+0.4`` (differences); ``*`` = incomplete."""
-    if cell is None or cell.mean is None:
+    if cell is None:
         return "–"
-    text = f"{cell.mean:+.{decimals}f}" if signed else f"{cell.mean:.{decimals}f}"
-    if cell.std is not None:
-        text += f"{pm}{cell.std:.{decimals}f}"
-    return text + ("" if cell.complete else "*")
+    return format_stat(cell.mean, cell.std, decimals, signed) + ("" if cell.complete else "*")
 
 
 def row_label(row: Row) -> str:
@@ -105,11 +99,9 @@ def render_markdown(tables: Sequence[Table], collection: Collection, decimals: i
     for table in tables:
         out += [f"## {table_title(table)}", ""]
         labels = [c.label for c in table.columns]
-        out.append("| Method | #Params | " + " | ".join(labels) + " |")
-        out.append("|---|---:|" + "---:|" * len(labels))
-        for row in table.rows:
-            cells = [format_cell(row.cells.get(label), decimals, row.kind == "diff") for label in labels]
-            out.append(f"| {row_label(row)} | {row.params} | " + " | ".join(cells) + " |")
+        body = [[row_label(row), row.params] + [format_cell(row.cells.get(label), decimals, row.kind == "diff")
+                for label in labels] for row in table.rows]  # fmt: skip
+        out += markdown_table(["Method", "#Params", *labels], body)
         out.append("")
         out.append("Test split; mean ± sample std (ddof=1) over seeds of the setting chosen by validation. "
                    "Avg = mean of the task means, shown only when every task is present. "
@@ -119,19 +111,16 @@ def render_markdown(tables: Sequence[Table], collection: Collection, decimals: i
         out.append("")
     if collection.results:
         out += ["## Selected hyperparameters", ""]
-        out.append("| Model | Method | Task | k | Setting (swept keys) | Selected by | Val mean | Test | n | Seeds |")
-        out.append("|---|---|---|---:|---|---|---:|---|---:|---|")
-        for key, res in collection.results.items():
-            model, method, task, k = key
+        body = []
+        for (model, method, task, k), res in collection.results.items():
             setting = " ".join(f"{a}={b}" for a, b in res.setting.items()) or "(single setting)"
-            test = ", ".join(
-                f"{m} {format_cell(Cell(mean, std, n, res.complete), decimals)}" for m, (mean, std, n) in res.test.items()
-            )
+            test = ", ".join(f"{m} {format_cell(Cell(mean, std, n, res.complete), decimals)}"
+                             for m, (mean, std, n) in res.test.items())  # fmt: skip
             n = next(iter(res.test.values()))[2] if res.test else 0
-            out.append(
-                f"| {model} | {method} | {task} | {'' if k is None else k} | {setting} | eval_{res.selection_metric} | "
-                f"{res.val_mean:.{decimals}f} | {test} | {n} | {', '.join(str(s) for s in res.seeds)} |"
-            )
+            body.append([model, method, task, "" if k is None else k, setting, f"eval_{res.selection_metric}",
+                         f"{res.val_mean:.{decimals}f}", test, n, ", ".join(str(s) for s in res.seeds)])  # fmt: skip
+        out += markdown_table(["Model", "Method", "Task", "k", "Setting (swept keys)", "Selected by", "Val mean",
+                               "Test", "n", "Seeds"], body)  # fmt: skip
         out.append("")
     if collection.problems or collection.orphans:
         out += ["## Incomplete (not averaged silently)", ""]
@@ -170,12 +159,8 @@ def render_latex(tables: Sequence[Table], decimals: int) -> str:
             if row.kind != previous:
                 out.append(r"\midrule")
             previous = row.kind
-            cells = [
-                latex_escape(format_cell(row.cells.get(label), decimals, row.kind == "diff", pm="±")).replace(
-                    "±", r"$\pm$"
-                )
-                for label in labels
-            ]
+            cells = [latex_escape(format_cell(row.cells.get(label), decimals, row.kind == "diff")).replace(" ± ", r"$\pm$")
+                     for label in labels]  # fmt: skip
             out.append(f"{latex_escape(row_label(row))} & {latex_escape(row.params)} & " + " & ".join(cells) + r" \\")
         out.append(r"\bottomrule")
         out.append(r"\end{tabular}")

@@ -19,54 +19,17 @@ import json
 import random
 from pathlib import Path
 
-POSITIVE = [
-    "wonderful",
-    "delightful",
-    "brilliant",
-    "charming",
-    "superb",
-    "excellent",
-    "moving",
-    "gripping",
-    "hilarious",
-    "beautiful",
-    "clever",
-    "heartfelt",
-    "stunning",
-    "enjoyable",
-    "fresh",
-    "warm",
-]
-NEGATIVE = [
-    "dull",
-    "tedious",
-    "clumsy",
-    "awful",
-    "boring",
-    "lifeless",
-    "messy",
-    "shallow",
-    "predictable",
-    "painful",
-    "bland",
-    "forgettable",
-    "irritating",
-    "sloppy",
-    "weak",
-    "stale",
-]
+POSITIVE = (
+    "wonderful delightful brilliant charming superb excellent moving gripping hilarious beautiful clever "
+    "heartfelt stunning enjoyable fresh warm"
+).split()
+NEGATIVE = (
+    "dull tedious clumsy awful boring lifeless messy shallow predictable painful bland forgettable "
+    "irritating sloppy weak stale"
+).split()
 SUBJECTS = [
-    "the film",
-    "this movie",
-    "the plot",
-    "the acting",
-    "the script",
-    "the soundtrack",
-    "the ending",
-    "the director's new work",
-    "the lead performance",
-    "the dialogue",
-    "the cinematography",
+    "the film", "this movie", "the plot", "the acting", "the script", "the soundtrack",
+    "the ending", "the director's new work", "the lead performance", "the dialogue", "the cinematography",
     "the story",
 ]
 INTENSIFIERS = ["", "really ", "truly ", "remarkably ", "rather ", "quite "]
@@ -116,9 +79,7 @@ def generate(out_dir: Path, seed: int = 0, n_train: int = 2000, n_heldout: int =
     rng = random.Random(seed)
     task_dir = out_dir / "sst2"
     write_split(task_dir / "train.jsonl", [make_sentence(rng, TRAIN_TEMPLATES) for _ in range(n_train)])
-    write_split(
-        task_dir / "validation.jsonl", [make_sentence(rng, HELDOUT_TEMPLATES) for _ in range(n_heldout)]
-    )
+    write_split(task_dir / "validation.jsonl", [make_sentence(rng, HELDOUT_TEMPLATES) for _ in range(n_heldout)])
     return task_dir
 
 
@@ -126,12 +87,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--n_train", type=int, default=2000, help="rows in train.jsonl (1000 become validation)"
-    )
-    parser.add_argument(
-        "--n_heldout", type=int, default=400, help="rows with held-out templates (the test split)"
-    )
+    parser.add_argument("--n_train", type=int, default=2000, help="rows in train.jsonl (1000 become validation)")
+    parser.add_argument("--n_heldout", type=int, default=400, help="rows with held-out templates (the test split)")
     args = parser.parse_args()
     generate(args.out_dir, args.seed, args.n_train, args.n_heldout)
 

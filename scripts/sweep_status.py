@@ -24,7 +24,8 @@ from collections import Counter  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from scripts._runs import Run, discover_runs, format_setting, group_runs, values_equal  # noqa: E402
+from scripts._runs import Run, discover_runs, format_setting, group_key, group_name, group_runs, values_equal  # noqa: E402
+from scripts._tables import format_stat  # noqa: E402
 
 STATUSES = ("finished", "failed", "unfinished", "missing")
 """unfinished = no complete all_results.json and no error in the logs (still running, or killed)."""
@@ -39,16 +40,15 @@ class Entry:
 
 
 def group_label(run: Run) -> str:
-    label = f"{run.model} / {run.method} / {run.task}" if run.config else "(no run_config.json)"
-    return label + (f" / k={run.k_shot}" if run.config and run.k_shot is not None else "")
+    return group_name(group_key(run)) if run.config else "(no run_config.json)"
 
 
-def run_entry(run: Run) -> Entry:
-    """Status of one run directory; finished runs show their validation (and test) selection metric."""
+def run_entry(run: Run, decimals: int = 1) -> Entry:
+    """Status of one run directory; finished runs show their validation (and test) selection metric, rounded."""
     if run.finished:
         metric = run.metric_for_best_model
-        parts = [f"{split} {metric} {run.results[f'{split}_{metric}']}" for split in ("eval", "test")
-                 if metric and f"{split}_{metric}" in run.results]
+        parts = [f"{split} {metric} {format_stat(float(run.results[f'{split}_{metric}']), None, decimals)}"
+                 for split in ("eval", "test") if metric and f"{split}_{metric}" in run.results]
         return Entry("finished", group_label(run), ", ".join(parts), run.path)
     if run.error:
         return Entry("failed", group_label(run), run.error, run.path)
@@ -84,8 +84,8 @@ def missing_from_siblings(runs: Sequence[Run]) -> list[Entry]:
     """(setting, seed) pairs that have no run directory although sibling settings have that seed."""
     groups, _ = group_runs(runs)
     entries = []
-    for (model, method, task, k), group in groups.items():
-        label = f"{model} / {method} / {task}" + (f" / k={k}" if k is not None else "")
+    for group_id, group in groups.items():
+        label = group_name(group_id)
         for key, setting in group.settings.items():
             for seed in group.expected_seeds:
                 if seed not in setting.runs:
@@ -94,10 +94,10 @@ def missing_from_siblings(runs: Sequence[Run]) -> list[Entry]:
     return entries
 
 
-def status(roots: Sequence[str | Path], expect: Sequence[str] | None = None) -> list[Entry]:
+def status(roots: Sequence[str | Path], expect: Sequence[str] | None = None, decimals: int = 1) -> list[Entry]:
     """One entry per run directory under ``roots`` plus one per missing run."""
     runs = discover_runs(roots)
-    entries = [run_entry(run) for run in runs]
+    entries = [run_entry(run, decimals) for run in runs]
     entries += missing_from_grid(runs, expect) if expect else missing_from_siblings(runs)
     return entries
 
@@ -119,10 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("roots", nargs="+", help="output roots holding run directories (searched recursively)")
     parser.add_argument("--expect", nargs="+", metavar="KEY=V1,V2", help="the sweep grid (run_config keys)")
     parser.add_argument("--only", nargs="+", choices=STATUSES, default=list(STATUSES), help="statuses to list")
+    parser.add_argument("--decimals", type=int, default=1, help="digits after the point of the metrics shown")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
-        entries = status(args.roots, args.expect)
+        entries = status(args.roots, args.expect, args.decimals)
     except ValueError as err:
         parser.error(str(err))
     sys.stdout.write(render(entries, args.only))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from peft.budget import count_adapter_params, feasible_codebooks
+from peft.budget import Budget, count_adapter_params, feasible_codebooks
 from scripts import bench_accuracy, demo, minilm_runs
+from scripts._grid import method_grid
+from scripts._runs import mean_std
 from scripts.make_demo_data import generate
 
 pytestmark = pytest.mark.slow
@@ -53,9 +56,8 @@ def bare_bert_dir(tiny_bert_dir, tmp_path_factory) -> Path:
 def test_demo_table_and_json(bare_bert_dir, tmp_path, capsys):
     out = tmp_path / "demo"
     code = demo.main(
-        ["--output_dir", str(out), "--model_name_or_path", str(bare_bert_dir), "--max_steps", "2",
-         "--max_seq_length", str(L), "--max_eval_samples", "16", "--max_predict_samples", "16",
-         "--logging_steps", "1"]
+        ["--output_dir", str(out), "--model_name_or_path", str(bare_bert_dir), "--max_steps", "2", "--seeds", "1", "2",
+         "--max_seq_length", str(L), "--max_eval_samples", "16", "--max_predict_samples", "16", "--logging_steps", "1"]
     )  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -63,16 +65,27 @@ def test_demo_table_and_json(bare_bert_dir, tmp_path, capsys):
     markdown = (out / "results.md").read_text()
     expected = expected_counts()
     assert [r["method"] for r in result["rows"]] == list(demo.DEMO_METHODS)
-    assert result["metric"] == "accuracy" and result["max_steps"] == 2
+    assert result["metric"] == "accuracy" and result["max_steps"] == 2 and result["seeds"] == [1, 2]
+    assert len(result["runs"]) == 8
     for row in result["rows"]:
-        assert row["trainable_params"] == row["budget_params"] == expected[row["method"]], row
-        assert 0.0 <= row["validation"] <= 100.0 and 0.0 <= row["test"] <= 100.0
-        assert 0.0 < row["trainable_percent"] < 100.0
-        line = next(li for li in markdown.splitlines() if li.startswith(f"| {row['method']} |"))
-        assert f"{row['trainable_params']:,}" in line and f"{row['test']:.1f}" in line
-        assert f"[{demo.DEMO_METHODS.index(row['method']) + 1}/4] {row['method']}" in printed
-        run_config = json.loads((out / "runs" / row["method"] / "run_config.json").read_text())
-        assert run_config["method"] == row["method"] and run_config["model_family"] == "classifier"
+        assert row["trainable_params"] == expected[row["method"]], row
+        runs = [r for r in result["runs"] if r["method"] == row["method"]]
+        assert sorted(r["seed"] for r in runs) == row["seeds"] == [1, 2]
+        tests = [r["test"] for r in runs]
+        mean, std = sum(tests) / 2, abs(tests[0] - tests[1]) / 2**0.5  # sample std of two values
+        assert row["test_mean"] == pytest.approx(mean) and row["test_std"] == pytest.approx(std)
+        assert 0.0 <= row["validation_mean"] <= 100.0 and 0.0 < row["trainable_percent"] < 100.0
+        line = next(li for li in markdown.splitlines() if f"| {row['method']} |" in li)
+        assert f"{row['trainable_params']:,}" in line and f"{mean:.1f} ± {std:.1f}" in line
+        for seed in (1, 2):
+            run_dir = out / "runs" / "sst2" / row["method"] / f"seed{seed}"
+            run_config = json.loads((run_dir / "run_config.json").read_text())
+            assert run_config["method"] == row["method"] and run_config["model_family"] == "classifier"
+            assert run_config["seed"] == seed
+    # one progress line per run before it starts (method, seed, steps, ETA) and one with its scores
+    assert "[1/8] sst2 head-only seed 1: 2 steps (classifier); ETA after the first run" in printed
+    assert re.search(r"\[8/8\] sst2 ACCEPT seed 2: 2 steps \(SCPP .*\); ETA \d+ s", printed)
+    assert re.search(r"\[8/8\] sst2 ACCEPT seed 2: validation accuracy [\d.]+, test [\d.]+; \d+ s", printed)
     # equal budgets: every prompt method within PT's count, DePT/ACCEPT split at m=12 (8 x d added)
     assert max(expected[m] for m in ("DePT", "ACCEPT")) <= expected["PT"] == 20 * D + HEAD
     # the package-style folder (bare "BertModel") is used as it is: no rewritten copy of the model
@@ -91,10 +104,10 @@ def test_bench_accuracy_writes_tables_and_skips_finished_runs(tiny_bert_dir, tmp
     assert "skip rte: expected" in capsys.readouterr().out  # no rte folder in the demo data
     result = json.loads((out / "bench_accuracy.json").read_text())
     runs, rows = result["runs"], result["aggregates"]
-    assert len(runs) == 4 and [r["method"] for r in rows] == ["ACCEPT", "full-finetuning"]
+    assert len(runs) == 4 and [r["method"] for r in rows] == ["full-finetuning", "ACCEPT"]  # METHOD_ORDER
     for row in rows:
         values = [r["test"] for r in runs if r["method"] == row["method"]]
-        mean, std = minilm_runs.mean_std(values)
+        mean, std = mean_std(values)
         assert row["test_mean"] == pytest.approx(mean) and row["test_std"] == pytest.approx(std)
         assert row["seeds"] == [1, 2] and all(0.0 <= v <= 100.0 for v in values)
     params = {r["method"]: r["trainable_params"] for r in rows}
@@ -104,18 +117,19 @@ def test_bench_accuracy_writes_tables_and_skips_finished_runs(tiny_bert_dir, tmp
     md = (out / "bench_accuracy.md").read_text()
     assert "| sst2 (accuracy, 2) | ACCEPT |" in md and "±" in md
     assert (out / "bench_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "runs/sst2/ACCEPT/seed1/launch.json").read_text())["wall_seconds"] > 0
 
     # a second invocation only aggregates: no run is trained again
     def no_training(argv):
         raise AssertionError("finished runs must be skipped")
 
-    monkeypatch.setattr(bench_accuracy, "run_train", no_training)
+    monkeypatch.setattr(minilm_runs, "run_train", no_training)
     assert bench_accuracy.main(argv) == 0
     assert json.loads((out / "bench_accuracy.json").read_text())["aggregates"] == rows
     # an interrupted run (no test metrics yet) is started again from scratch, alone
     (out / "runs" / "sst2" / "ACCEPT" / "seed2" / "all_results.json").write_text("{}")
     _train_once.calls.clear()
-    monkeypatch.setattr(bench_accuracy, "run_train", _train_once)
+    monkeypatch.setattr(minilm_runs, "run_train", _train_once)
     assert bench_accuracy.main(argv) == 0
     assert _train_once.calls == ["ACCEPT/seed2"]
 
@@ -124,10 +138,11 @@ def _train_once(argv: list[str]) -> float:
     """Stand-in for run_train that records which run was started and runs it for real."""
     out = argv[argv.index("--output_dir") + 1]
     _train_once.calls.append("/".join(Path(out).parts[-2:]))
-    return minilm_runs.run_train(argv)
+    return _real_run_train(argv)
 
 
 _train_once.calls = []
+_real_run_train = minilm_runs.run_train
 
 
 def test_missing_model_package_names_the_pip_command(monkeypatch, tmp_path, capsys):
@@ -142,13 +157,13 @@ def test_missing_model_package_names_the_pip_command(monkeypatch, tmp_path, caps
 
 
 def test_budget_that_cannot_be_met_lists_the_nearest_options():
-    grid = minilm_runs.Grid(dim=384, max_length=512, num_labels=2, m_pt=13, m_dept=12)
+    lrs = minilm_runs.LearningRates()
     with pytest.raises(ValueError, match=r"nearest option is r=1 with L <= 0"):
-        minilm_runs.method_specs(grid, ["DePT"])
+        minilm_runs.method_specs(384, 512, 2, 13, 12, lrs, ["DePT"])
     with pytest.raises(ValueError, match="m_dept < m_pt"):
-        minilm_runs.method_specs(minilm_runs.Grid(dim=384, max_length=64, num_labels=2, m_pt=12, m_dept=12))
+        minilm_runs.method_specs(384, 64, 2, 12, 12, lrs)
     with pytest.raises(ValueError, match=r"no SCAP codebook .* nearest options"):
-        minilm_runs._best_codebook("SCAP", 512, 384, 100)
+        method_grid(384, 512, 12, budget=Budget(4608, 100), r=1, strict=True)
 
 
 def test_demo_reports_the_expected_data_path(tmp_path, tiny_bert_dir, capsys):

