@@ -442,7 +442,9 @@ def run(
         finally:
             progress.close()
         trainer.save_model()  # adapter only (best weights when --load_best_model_at_end), tokenizer
-        train_metrics = dict(result.metrics, train_samples=len(tokenized["train"]))
+        # total_flos is a Trainer counter, not a result (transformers' own printing callbacks drop it too).
+        train_metrics = {k: v for k, v in result.metrics.items() if k != "total_flos"}
+        train_metrics["train_samples"] = len(tokenized["train"])
         if trainer.is_world_process_zero():
             save_split_metrics(output_dir, "train", train_metrics)
             label = f"trained {trainer.state.global_step} steps in {train_metrics.get('train_runtime', 0):.0f} s"
