@@ -86,7 +86,7 @@ def method_specs(
 ) -> list[MethodSpec]:  # fmt: skip
     """The requested methods at matched budgets (see the module docstring); counts include the head."""
     if not 0 < m_dept < m_pt:
-        raise ValueError(f"DePT needs 0 < m_dept < m_pt, got m_dept={m_dept}, m_pt={m_pt}")
+        raise ValueError(f"DePT needs 0 < --m_dept < --m_pt, got --m_dept {m_dept} and --m_pt {m_pt}")
     head = head_params(dim, num_labels)
     specs = {
         "head-only": MethodSpec("head-only", ("--peft_type", "HEAD_ONLY"), head, lrs.head, shape="classifier"),

@@ -160,7 +160,7 @@ def test_budget_that_cannot_be_met_lists_the_nearest_options():
     lrs = minilm_runs.LearningRates()
     with pytest.raises(ValueError, match=r"nearest option is r=1 with L <= 0"):
         minilm_runs.method_specs(384, 512, 2, 13, 12, lrs, ["DePT"])
-    with pytest.raises(ValueError, match="m_dept < m_pt"):
+    with pytest.raises(ValueError, match="0 < --m_dept < --m_pt, got --m_dept 12"):
         minilm_runs.method_specs(384, 64, 2, 12, 12, lrs)
     with pytest.raises(ValueError, match=r"no SCAP codebook .* nearest options"):
         method_grid(384, 512, 12, budget=Budget(4608, 100), r=1, strict=True)
