@@ -265,7 +265,10 @@ def test_train_py_dynamic_grouped_llama_matches_fixed_padding(tiny_llama_dir, rt
     assert train.main([*argv, "--output_dir", str(fixed)]) == 0
     assert set(lengths) == {56}
     lengths.clear()
-    assert train.main([*argv, "--output_dir", str(dynamic), "--pad_to_max_length", "False", "--group_by_length"]) == 0
+    assert (
+        train.main([*argv, "--output_dir", str(dynamic), "--pad_to_max_length", "False", "--group_by_length"])
+        == 0
+    )
     assert max(lengths) < 56 // 2
     a = json.loads((fixed / "all_results.json").read_text())
     b = json.loads((dynamic / "all_results.json").read_text())
