@@ -14,9 +14,11 @@ Three model families:
       eval row:  input_ids = prompt,           labels = ids(target)   (no EOS)
 
   ``ids`` = tokenisation without special tokens. The source is truncated so that the row fits L
-  (the original kept the first L tokens, which could cut off the label). Rows are left-padded to L
-  (pad id, mask 0, labels -100) when ``pad_to_max_length``; labels of eval rows are padded to L
-  separately (their length differs from the prompt's).
+  (the original kept the first L tokens, which could cut off the label); this happens before any
+  padding, so padded and unpadded rows hold the same tokens. Rows are left-padded to L (pad id,
+  mask 0, labels -100) when ``pad_to_max_length``, otherwise :class:`PaddingCollator` left-pads each
+  batch; labels of eval rows are padded to the same length separately (their length differs from
+  the prompt's).
 * ``classifier`` (encoder + head): source ids as for seq2seq; ``labels`` = the integer class
   (float for STS-B; -100 for unlabeled rows).
 """
@@ -173,8 +175,11 @@ class PaddingCollator:
     Sequences are padded to the batch's longest row, or to ``max_seq_length`` when given, rounded up
     to ``pad_to_multiple_of``; right padding for seq2seq/classifier, left for causal. ``input_ids``
     use the pad id, ``attention_mask``/``token_type_ids`` 0, ``labels`` -100. Sequence labels are
-    padded to their own batch maximum (rounded up likewise; causal with ``max_seq_length``: to L). Scalar labels become
-    a ``long`` tensor (``float`` for regression); other keys are stacked as they are. Output: ``[batch, length]`` tensors.
+    padded to their own batch maximum (rounded up likewise). Causal rows share one length, labels
+    included: L, or the longest input or label of the batch, so that eval labels (the target alone)
+    end on the same columns as in the original's L-column layout. Scalar labels become a ``long``
+    tensor (``float`` for regression); other keys are stacked as they are. Output: ``[batch, length]``
+    tensors.
     """
 
     def __init__(
@@ -202,7 +207,10 @@ class PaddingCollator:
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
-        input_length = self._target_length([len(f["input_ids"]) for f in features], fixed=True)
+        lengths = [len(f["input_ids"]) for f in features]
+        if self.family.answer_in_input and isinstance(features[0].get("labels"), (list, tuple)):
+            lengths += [len(f["labels"]) for f in features]  # eval rows: labels may outgrow the prompt
+        input_length = self._target_length(lengths, fixed=True)
         for key in features[0]:
             values = [f[key] for f in features]
             if key == "labels" and not isinstance(values[0], (list, tuple)):
@@ -212,8 +220,9 @@ class PaddingCollator:
             if key not in SEQUENCE_KEYS:
                 batch[key] = torch.tensor(values)
                 continue
-            if key == "labels":  # causal labels follow L (train rows: same length as input_ids)
-                length = self._target_length([len(v) for v in values], fixed=self.family.answer_in_input)
+            if key == "labels":
+                aligned = self.family.answer_in_input
+                length = input_length if aligned else self._target_length([len(v) for v in values], False)
                 fill = IGNORE_INDEX
             else:
                 length, fill = input_length, (self.pad_id if key == "input_ids" else 0)

@@ -29,7 +29,8 @@ class Family:
         task_type: the adapter config's ``task_type`` (HF PEFT's names).
         auto_class_name: the transformers Auto class that loads the backbone.
         padding_side: "right", or "left" where row j of the added update belongs to padded position j
-            of a decoder-only input (inputs are then padded to the full ``max_length``).
+            of a decoder-only input left-padded to ``max_length`` (a batch padded only to its longest
+            row n gets the last n rows, see ``PeftModelForCausalLM``).
         generates: evaluation decodes generated tokens (``predict_with_generate``); False scores logits.
         answer_in_input: training rows are the prompt followed by the answer tokens (labels aligned with
             ``input_ids``) and generation returns the input followed by the new tokens.

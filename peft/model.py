@@ -265,7 +265,7 @@ class PeftModel(nn.Module):
         self._check_length(n)
         prompt, added = self.adapter.compose()
         if added is not None:
-            inputs_embeds = inputs_embeds + added[:n].to(inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds + self._update_rows(added, n).to(inputs_embeds.dtype)
         m = prompt.shape[0]
         prompt = prompt.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, m, prompt.shape[1])
         k = self.prompt_position
@@ -273,6 +273,10 @@ class PeftModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones(batch, n, dtype=torch.long, device=embeds.device)
         return embeds, self._fill_prompt_positions(attention_mask, m, 1)
+
+    def _update_rows(self, added: torch.Tensor, n: int) -> torch.Tensor:
+        """The (n, d) rows of the (L, d) added update that meet a right-padded batch of n positions: the first n."""
+        return added[:n]
 
     def _fill_prompt_positions(self, per_token: torch.Tensor, m: int, value: int) -> torch.Tensor:
         """(B, n) -> (B, m + n): ``value`` at the m prompt positions (mask 1, label -100, token type 0)."""
@@ -313,17 +317,34 @@ class PeftModelForSeq2SeqLM(PeftModel):
 
 
 class PeftModelForCausalLM(PeftModel):
-    """Decoder-only: prompt before the (left-padded) input; labels prefixed with m x -100."""
+    """Decoder-only: prompt before the (left-padded) input; labels prefixed with m x -100.
+
+    Inputs are left-padded to L (the original) or, with dynamic padding, to the batch's longest row
+    n <= L. A token at column q of such a batch sat at column q + (L - n) of the original's layout, so
+    the batch gets the update's last n rows, ``added[L - n:]``, and the training forward gets the
+    positions of that layout: 0..m-1 for the prompt, then m + (L - n) + q. Generation needs nothing
+    extra: transformers derives its positions from the attention mask, which counts the same real
+    tokens either way. docs/benchmarks.md has the equivalence argument and the measurements.
+    """
 
     family = CAUSAL
 
-    def _check_length(self, n: int) -> None:
-        L = self.adapter.max_length
-        if L is not None and n != L:
-            raise ValueError(
-                f"Decoder-only inputs must be left-padded to exactly L={L} positions (got {n}): row j of the "
-                f"added update belongs to padded position j. Use --max_seq_length {L} with --pad_to_max_length."
-            )
+    def _update_rows(self, added: torch.Tensor, n: int) -> torch.Tensor:
+        """The last n rows of the (L, d) update: left padding aligns the batch's end with row L - 1."""
+        return added[added.shape[0] - n :]
+
+    def _layout_position_ids(self, m: int, n: int, device: torch.device) -> torch.Tensor | None:
+        """(1, m + n) position ids of a batch of n columns placed at the end of the L-column layout.
+
+        ``None`` when the batch already has L columns (or no L is known): the base model's default
+        ``arange(m + n)`` is then that layout, and the fixed-length path stays exactly as it was.
+        """
+        L = self.adapter_config.max_length
+        if not L or n >= L:
+            return None
+        prompt = torch.arange(m, device=device)
+        inputs = torch.arange(m + L - n, m + L, device=device)
+        return torch.cat([prompt, inputs]).unsqueeze(0)
 
     def forward(
         self,
@@ -335,6 +356,9 @@ class PeftModelForCausalLM(PeftModel):
     ) -> Any:
         """Logits cover the m prompt positions first, then the n input positions."""
         embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        m = self.adapter.num_virtual_tokens
+        if kwargs.get("position_ids") is None:
+            kwargs["position_ids"] = self._layout_position_ids(m, embeds.shape[1] - m, embeds.device)
         if labels is not None:
             labels = self._fill_prompt_positions(labels, embeds.shape[1] - labels.shape[1], -100)
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)

@@ -19,7 +19,11 @@ step by step so that load from other processes hits all of them alike; medians o
 * ``evaluation``: examples/s of greedy generation of the task's max target length + the loss forward
   with ``model.materialized()``, the adapter composition calls (forward hooks) inside the loop and
   ``aten::einsum`` events (torch.profiler) of one ACCEPT batch;
-* ``scaling``: step time vs prompt length m (DePT, fixed L) and vs L (DePT m=60).
+* ``scaling``: step time vs prompt length m (DePT, fixed L) and vs L (DePT m=60);
+* ``decoder_train`` / ``decoder_evaluation`` (run when named): the same training step and materialised
+  evaluation on a random Llama-shaped decoder (``--decoder_width``, ``--decoder_layers``) with rows in
+  the decoder-only layout, left-padded to L against exact dynamic padding; the evaluation also says
+  whether both paddings generated the same tokens.
 
 The targets these numbers are judged against are in docs/benchmarks.md.
 
@@ -28,6 +32,8 @@ Usage::
     python scripts/benchmark.py --data_dir DATA --tokenizer T5_TOKENIZER   # T5-small widths, sst2 + rte
     python scripts/benchmark.py --num_layers 1 --json out.json --markdown out.md   # synthetic lengths
     python scripts/benchmark.py --quick                                      # seconds; smoke run
+    python scripts/benchmark.py --cases decoder_train decoder_evaluation --tasks sst2 rte superglue-boolq \
+        --data_dir DATA --tokenizer T5_TOKENIZER                            # Llama-shaped d=256, 4 layers
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import ctypes  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
@@ -51,7 +58,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from functools import cached_property  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
@@ -89,24 +96,28 @@ class TaskRows:
     validation: list[dict[str, list[int]]]
     target_length: int
     source: str
+    family: str = "seq2seq"
 
     @property
     def lengths(self) -> list[int]:
         return [len(row["input_ids"]) for row in self.train]
 
 
-def real_rows(task: str, data_dir: Path, tokenizer: Any, max_len: int, limit: int) -> TaskRows:
-    """Rows formatted by ``data.loading`` and tokenised by ``data.preprocess`` without padding."""
+def real_rows(
+    task: str, data_dir: Path, tokenizer: Any, max_len: int, limit: int, family: str = "seq2seq"
+) -> TaskRows:
+    """Rows formatted by ``data.loading`` and tokenised by ``data.preprocess`` for ``family``, unpadded."""
     from data.loading import load_task_splits
     from data.preprocess import max_target_length, tokenize_splits
 
     splits = load_task_splits(task, data_dir=str(data_dir), splits=("train", "validation"))
     target = max_target_length(task, tokenizer)
-    tokenized = tokenize_splits(splits, tokenizer, "seq2seq", max_len, target, pad_to_max_length=False)
+    tokenized = tokenize_splits(splits, tokenizer, family, max_len, target, pad_to_max_length=False)
     keys = ("input_ids", "attention_mask", "labels")
     train = tokenized["train"].select(range(min(limit, len(tokenized["train"]))))
     to_rows = lambda ds: [{k: row[k] for k in keys} for row in ds]  # noqa: E731
-    return TaskRows(task, to_rows(train), to_rows(tokenized["validation"]), target, f"real ({data_dir.name})")
+    rows = to_rows(train), to_rows(tokenized["validation"])
+    return TaskRows(task, *rows, target, f"real ({data_dir.name})", family)
 
 
 def synthetic_rows(task: str, max_len: int, n: int, seed: int) -> TaskRows:
@@ -125,8 +136,22 @@ def synthetic_rows(task: str, max_len: int, n: int, seed: int) -> TaskRows:
     return TaskRows(task, rows[split:], rows[:split], 3, "synthetic (log-normal)")
 
 
-def load_rows(args: argparse.Namespace) -> dict[str, TaskRows]:
-    """Per task: real rows from ``--data_dir`` (tokenised with ``--tokenizer``), else synthetic lengths."""
+def as_decoder_rows(rows: TaskRows, max_len: int) -> TaskRows:
+    """Synthetic rows in the decoder-only layout: training = source + target with labels on the target
+    (cut to the last ``max_len`` tokens), evaluation = the source alone with the target's first token."""
+
+    def train_row(row: dict[str, list[int]]) -> dict[str, list[int]]:
+        ids = (row["input_ids"] + row["labels"])[-max_len:]
+        labels = ([-100] * len(row["input_ids"]) + row["labels"])[-max_len:]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+    validation = [{**row, "labels": row["labels"][:1]} for row in rows.validation]
+    return replace(rows, train=[train_row(r) for r in rows.train], validation=validation, family="causal")
+
+
+def load_rows(args: argparse.Namespace, decoder_only: bool = False) -> dict[str, TaskRows]:
+    """Per task: real rows from ``--data_dir`` (tokenised with ``--tokenizer``), else synthetic lengths;
+    ``decoder_only``: in the decoder-only layout (prompt + target, left-padded by the collator)."""
     out = {}
     tokenizer = None
     if args.data_dir:
@@ -135,19 +160,26 @@ def load_rows(args: argparse.Namespace) -> dict[str, TaskRows]:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     for task in args.tasks:
         if tokenizer is not None:
-            out[task] = real_rows(task, Path(args.data_dir), tokenizer, args.max_seq_length, args.max_rows)
+            family = "causal" if decoder_only else "seq2seq"
+            out[task] = real_rows(
+                task, Path(args.data_dir), tokenizer, args.max_seq_length, args.max_rows, family
+            )
         else:
             out[task] = synthetic_rows(task, args.max_seq_length, args.max_rows, args.seed)
+            if decoder_only:
+                out[task] = as_decoder_rows(out[task], args.max_seq_length)
         logger.info("%s: %d train rows, %s lengths", task, len(out[task].train), out[task].source)
     return out
 
 
-def collate(rows: list[dict[str, list[int]]], fixed_length: int | None) -> dict[str, torch.Tensor]:
+def collate(
+    rows: list[dict[str, list[int]]], fixed_length: int | None, family: str = "seq2seq"
+) -> dict[str, torch.Tensor]:
     """The project's ``PaddingCollator`` (T5 pad id 0): to ``fixed_length`` or to the batch's longest row."""
     from data.preprocess import PaddingCollator
 
     tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=1)
-    return PaddingCollator(tokenizer, "seq2seq", max_seq_length=fixed_length)(rows)
+    return PaddingCollator(tokenizer, family, max_seq_length=fixed_length)(rows)
 
 
 def batch_indices(
@@ -193,6 +225,37 @@ def build_backbone(size: str, num_layers: int | None, device: torch.device) -> t
     )
     torch.manual_seed(0)
     return T5ForConditionalGeneration(config).to(device)
+
+
+def build_decoder(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """A random LlamaForCausalLM of width ``--decoder_width`` and ``--decoder_layers`` layers: head size 64,
+    SwiGLU width 8d/3 rounded up to a multiple of 8 (Llama's shape), T5's vocabulary (the data's ids)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = args.decoder_width
+    heads = max(d // 64, 1)
+    config = LlamaConfig(
+        vocab_size=T5_VOCAB, hidden_size=d, intermediate_size=-(-8 * d // 24) * 8,
+        num_hidden_layers=args.decoder_layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=args.max_seq_length + 128, pad_token_id=0, bos_token_id=None, eos_token_id=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).to(device)
+
+
+@dataclass
+class DecoderSetup:
+    """The decoder-only cases' backbone, task rows (decoder-only layout) and adapters."""
+
+    backbone: torch.nn.Module
+    rows: dict[str, TaskRows]
+    trainees: dict[str, Trainee]
+
+    @property
+    def description(self) -> str:
+        c = self.backbone.config
+        return (f"Decoder-only backbone: random Llama d={c.hidden_size}, {c.num_hidden_layers} layers, "
+                f"{c.num_attention_heads} heads, d_ff {c.intermediate_size}, vocab {c.vocab_size}.")  # fmt: skip
 
 
 @dataclass
@@ -390,13 +453,22 @@ class Bench:
         """One adapter per grid method on the shared backbone."""
         return {n: wrap(self.backbone, n, kw, self.args.max_seq_length) for n, kw in self.methods.items()}
 
+    @cached_property
+    def decoder(self) -> DecoderSetup:
+        """A Llama-shaped backbone with one adapter per grid method at its width, and the rows it trains on."""
+        args = self.args
+        backbone = build_decoder(args, self.device)
+        grid = method_grid(args.decoder_width, args.max_seq_length, PROMPT_LENGTH, r=DEPT_RANK)
+        trainees = {g.name: wrap(backbone, g.name, g.config, args.max_seq_length) for g in grid}
+        return DecoderSetup(backbone, load_rows(args, decoder_only=True), trainees)
+
     def batches(
         self, rows: TaskRows, grouped: bool, fixed_length: int | None
     ) -> list[dict[str, torch.Tensor]]:
         """``--warmup`` + ``--steps`` collated batches of ``rows``."""
         count = self.args.warmup + self.args.steps
         idx = batch_indices(rows.lengths, self.args.batch_size, count, grouped, self.args.seed)
-        return [collate([rows.train[i] for i in b], fixed_length) for b in idx]
+        return [collate([rows.train[i] for i in b], fixed_length, rows.family) for b in idx]
 
 
 # ---- cases --------------------------------------------------------------------------------------
@@ -432,15 +504,19 @@ def step_ratios(train: list[dict[str, Any]], tasks: list[str]) -> list[dict[str,
     return out
 
 
-def case_train(bench: Bench) -> Section:
-    """Training steps of every method: fixed padding on the first task, dynamic (random / grouped) on all."""
+def training_section(
+    bench: Bench, task_rows: dict[str, TaskRows], trainees: dict[str, Trainee], prefix: str = ""
+) -> Section:
+    """Training steps of every method: fixed padding on the first task, dynamic (random / grouped) on all.
+    JSON keys and the heading start with ``prefix`` (the decoder-only case's "decoder_")."""
     args = bench.args
-    plans = [(bench.first.name, "fixed", bench.batches(bench.first, False, args.max_seq_length))]
-    for task, rows in bench.rows.items():
+    first = next(iter(task_rows.values()))
+    plans = [(first.name, "fixed", bench.batches(first, False, args.max_seq_length))]
+    for task, rows in task_rows.items():
         plans += [(task, "dynamic", bench.batches(rows, False, None))]
         plans += [(task, "dynamic+grouped", bench.batches(rows, True, None))]
     series = [Series(n, task, padding, batches, t.step, t.params)
-              for task, padding, batches in plans for n, t in bench.trainees.items()]  # fmt: skip
+              for task, padding, batches in plans for n, t in trainees.items()]  # fmt: skip
     logger.info("%d configurations x %d steps, interleaved", len(series), args.warmup + args.steps)
     train = run_interleaved(series, bench)
     epoch = {
@@ -449,30 +525,55 @@ def case_train(bench: Bench) -> Section:
             "grouped": epoch_mean_batch_length(r.lengths, args.batch_size, True, args.seed),
             "mean example": float(np.mean(r.lengths)),
         }
-        for t, r in bench.rows.items()
+        for t, r in task_rows.items()
     }
-    ratios = step_ratios(train, args.tasks)
+    ratios = step_ratios(train, list(task_rows))
     columns = [("method", "method", 0), ("params", "trainable_params", 0), ("task", "task", 0),
                ("padding", "padding", 0), ("mean batch len", "mean_batch_length", 1), ("ms/step", "ms_per_step", 0),
                ("tokens/s", "tokens_per_s", 0), ("examples/s", "examples_per_s", 1),
                ("peak mem MiB", "peak_memory_mib", 0)]  # fmt: skip
-    lines = table("### Training step", columns, train)
+    heading = "### " + ("Decoder-only training step" if prefix else "Training step")
+    lines = table(heading, columns, train)
     lines += ["Epoch-mean padded batch length (whole training set, no model):", ""]
     lines += [f"- {t}: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()) for t, s in epoch.items()] + [""]
     lines += table("### Step-time ratios", [("ratio", "ratio", 0), ("method", "method", 0), ("measured", "value", 2)],
                    ratios)  # fmt: skip
-    return Section({"train": train, "epoch_batch_length": epoch, "ratios": ratios}, lines)
+    return Section(
+        {prefix + "train": train, prefix + "epoch_batch_length": epoch, prefix + "ratios": ratios}, lines
+    )
 
 
-def evaluate(trainee: Trainee, rows: TaskRows, bench: Bench) -> dict[str, Any]:
-    """Materialised generation + loss over ``--eval_examples`` (dynamic padding): examples/s, composition calls."""
+def case_train(bench: Bench) -> Section:
+    """Training steps of the T5 backbone (``training_section``)."""
+    return training_section(bench, bench.rows, bench.trainees)
+
+
+def case_decoder_train(bench: Bench) -> Section:
+    """Training steps of the Llama-shaped backbone: left padding to L against exact dynamic padding."""
+    decoder = bench.decoder
+    section = training_section(bench, decoder.rows, decoder.trainees, "decoder_")
+    c = decoder.backbone.config
+    shape = {"d_model": c.hidden_size, "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
+             "d_ff": c.intermediate_size, "vocab": c.vocab_size}  # fmt: skip
+    data = {**section.data, "decoder_config": shape}
+    return Section(data, [decoder.description, ""] + section.markdown)
+
+
+def evaluate(
+    trainee: Trainee, rows: TaskRows, bench: Bench, fixed_length: int | None = None
+) -> dict[str, Any]:
+    """Materialised generation + loss over ``--eval_examples`` (dynamic padding, or padding to ``fixed_length``):
+    examples/s, composition calls, and a digest of the generated tokens (decoder-only: the new ones)."""
     model = trainee.model
     model.eval()
     adapter = model.adapter
     modules = [adapter.prompt] + ([adapter.added] if adapter.added is not None else [])
     examples = rows.validation[: bench.args.eval_examples]
     size = bench.args.batch_size
-    batches = [collate(examples[i : i + size], None) for i in range(0, len(examples), size)]
+    batches = [
+        collate(examples[i : i + size], fixed_length, rows.family) for i in range(0, len(examples), size)
+    ]
+    digest = hashlib.sha1()
     with (
         torch.no_grad(),
         model.materialized(),
@@ -481,14 +582,17 @@ def evaluate(trainee: Trainee, rows: TaskRows, bench: Bench) -> dict[str, Any]:
     ):
         for batch in batches:
             batch = {k: v.to(bench.device) for k, v in batch.items()}
-            model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           max_new_tokens=rows.target_length, do_sample=False, num_beams=1)  # fmt: skip
+            out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 max_new_tokens=rows.target_length, do_sample=False, num_beams=1)  # fmt: skip
+            new = out if model.config.is_encoder_decoder else out[:, batch["input_ids"].shape[1] :]
+            digest.update(repr(new.tolist()).encode())
             model(**batch)
     model.train()
     return {
         "method": trainee.name,
         "examples_per_s": len(examples) / seconds[0],
         "composition_calls_in_loop": calls[0],
+        "predictions_sha1": digest.hexdigest(),
     }
 
 
@@ -529,6 +633,29 @@ def case_evaluation(bench: Bench) -> Section:
     ]
     data = {"task": rows.name, "examples": examples, "rows": results, "profile": profile_info}
     return Section({"evaluation": data}, lines)
+
+
+def case_decoder_evaluation(bench: Bench) -> Section:
+    """Decoder-only materialised evaluation (generation + loss) with left padding to L and dynamic padding."""
+    decoder = bench.decoder
+    rows = next(iter(decoder.rows.values()))
+    results = []
+    for trainee in decoder.trainees.values():
+        fixed = evaluate(trainee, rows, bench, bench.args.max_seq_length)
+        dynamic = evaluate(trainee, rows, bench)
+        results.append({
+            "method": trainee.name, "fixed_examples_per_s": fixed["examples_per_s"],
+            "dynamic_examples_per_s": dynamic["examples_per_s"],
+            "speedup": dynamic["examples_per_s"] / fixed["examples_per_s"],
+            "same_predictions": "yes" if dynamic["predictions_sha1"] == fixed["predictions_sha1"] else "NO",
+        })  # fmt: skip
+    examples = min(bench.args.eval_examples, len(rows.validation))
+    title = f"### Decoder-only evaluation ({rows.name}, {examples} examples, generation + loss, materialised)"
+    columns = [("method", "method", 0), ("fixed L examples/s", "fixed_examples_per_s", 1),
+               ("dynamic examples/s", "dynamic_examples_per_s", 1), ("speed-up", "speedup", 2),
+               ("same predictions", "same_predictions", 0)]  # fmt: skip
+    data = {"task": rows.name, "examples": examples, "rows": results}
+    return Section({"decoder_evaluation": data}, table(title, columns, results))
 
 
 def _truncate(row: dict[str, list[int]], length: int) -> dict[str, list[int]]:
@@ -573,8 +700,12 @@ CASES: dict[str, Callable[[Bench], Section]] = {
     "train": case_train,
     "evaluation": case_evaluation,
     "scaling": case_scaling,
+    "decoder_train": case_decoder_train,
+    "decoder_evaluation": case_decoder_evaluation,
 }
 """Every case, in report order (``--cases`` selects among them)."""
+DEFAULT_CASES = ["train", "evaluation", "scaling"]
+"""The T5 cases; the decoder-only ones run when named."""
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -587,7 +718,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--size", choices=list(SIZES), default="small", help="backbone widths (default T5-small)"
     )
     parser.add_argument("--num_layers", type=int, default=None, help="override encoder/decoder depth")
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases to run")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=DEFAULT_CASES, help="cases to run")
     parser.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
     parser.add_argument(
         "--data_dir", default=None, help="folder with <task>/train.jsonl (default: synthetic lengths)"
@@ -602,6 +733,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--m_values", type=int, nargs="+", help="default 1 20 40 60 80 100 (quick: 1 100)")
     parser.add_argument("--l_values", type=int, nargs="+", help="default 32 64 128 256 (quick: 32 64)")
     parser.add_argument("--eval_examples", type=int, default=64)
+    parser.add_argument("--decoder_width", type=int, default=256, help="d of the decoder-only cases' Llama")
+    parser.add_argument("--decoder_layers", type=int, default=4)
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
@@ -621,6 +754,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.size, args.batch_size, args.max_seq_length = "tiny", 4, 64
         args.steps, args.warmup, args.scaling_steps, args.max_rows, args.eval_examples = 2, 0, 2, 200, 8
+        args.decoder_width, args.decoder_layers = 64, 2
     args.m_values = args.m_values or ([1, 100] if args.quick else [1, 20, 40, 60, 80, 100])
     args.l_values = args.l_values or ([32, 64] if args.quick else [32, 64, 128, 256])
     return args

@@ -156,8 +156,8 @@ def test_collator_padding_rules(t5_tokenizer):
         2,
         4,
     )
-    batch = PaddingCollator(t5_tokenizer, "causal")(rows)
-    assert batch["input_ids"].tolist() == [[7, 8, 1], [0, 9, 1]]
+    batch = PaddingCollator(t5_tokenizer, "causal")(rows)  # one length for all keys: the longest of any
+    assert batch["input_ids"].tolist() == [[0, 7, 8, 1], [0, 0, 9, 1]]
     assert batch["labels"].tolist() == [[-100, -100, 4, 1], [5, 6, 7, 1]]
     batch = PaddingCollator(t5_tokenizer, "causal", max_seq_length=6)(rows)
     assert batch["attention_mask"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1]]

@@ -49,6 +49,31 @@ def test_benchmark_quick_writes_json_and_markdown(tmp_path):
     assert "<=" not in result.stdout and ">=" not in result.stdout  # targets live in docs/benchmarks.md
 
 
+@pytest.mark.slow
+def test_benchmark_quick_decoder_cases(tmp_path):
+    """The Llama-shaped cases: fixed L against dynamic padding per method, and identical predictions."""
+    out_json = tmp_path / "bench.json"
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick", "--cases", "decoder_train",
+           "decoder_evaluation", "--tasks", "sst2", "rte", "--json", str(out_json)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out_json.read_text())
+    assert report["decoder_config"]["d_model"] == 64 and report["decoder_config"]["num_layers"] == 2
+    rows = report["decoder_train"]
+    expected = {(m, "sst2", "fixed") for m in METHODS}
+    expected |= {(m, t, p) for m in METHODS for t in ("sst2", "rte") for p in ("dynamic", "dynamic+grouped")}
+    assert {(r["method"], r["task"], r["padding"]) for r in rows} == expected
+    for row in rows:
+        assert row["ms_per_step"] > 0 and row["tokens_per_s"] > 0 and row["peak_memory_mib"] >= 0
+        assert row["mean_batch_length"] == 64 if row["padding"] == "fixed" else row["mean_batch_length"] <= 64
+    ratios = {(r["ratio"], r["method"]) for r in report["decoder_ratios"]}
+    assert ("rte: fixed L / dynamic+grouped step", "ACCEPT") in ratios
+    evaluation = report["decoder_evaluation"]["rows"]
+    assert {r["method"] for r in evaluation} == METHODS
+    assert all(r["same_predictions"] == "yes" and r["speedup"] > 0 for r in evaluation)
+    assert "### Decoder-only training step" in result.stdout
+
+
 def test_benchmark_grid_is_the_budget_grid():
     """PT m=100, DePT m=60 r=30 and ACCEPT codebooks within the paper's budget at d=512 (docs/benchmarks.md)."""
     from scripts._grid import method_grid

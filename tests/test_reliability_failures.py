@@ -47,7 +47,6 @@ CONFIG_ERRORS = {
 }  # fmt: skip
 LLAMA_ERRORS = {
     "positions": (["--max_seq_length", "126", "--prefix_length", "4"], "--max_seq_length 126 + --prefix_length 4"),
-    "dynamic padding for decoder DePT": (["--pad_to_max_length", "False"], "--pad_to_max_length"),
 }  # fmt: skip
 
 

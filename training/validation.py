@@ -102,7 +102,7 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
     _check_precision(model_args, training_args, model_config)
     _check_distributed(training_args)
     _check_schedule(training_args)
-    _check_lengths(model_args, data_args, model_config, family)
+    _check_lengths(model_args, data_args, model_config)
 
     peft_config = loaded = None
     if peft_type in BASELINE_METHODS:
@@ -181,19 +181,9 @@ def _check_schedule(training_args: Any) -> None:
         raise ConfigError("--max_steps (or --num_train_epochs) must be > 0 to train.")
 
 
-def _check_lengths(model_args: Any, data_args: Any, model_config: PretrainedConfig, family: Family) -> None:
+def _check_lengths(model_args: Any, data_args: Any, model_config: PretrainedConfig) -> None:
     if data_args.max_seq_length < 1:
         raise ConfigError(f"--max_seq_length must be >= 1, got {data_args.max_seq_length}.")
-    if (
-        not data_args.pad_to_max_length
-        and family.padding_side == "left"
-        and model_args.peft_type == "PROMPT_TUNING_LORA"
-    ):
-        raise ConfigError(
-            "--pad_to_max_length False is for encoder-decoder and encoder models (and PT): a decoder-only "
-            "model's added update is indexed by left-padded position, so its inputs are padded to "
-            "--max_seq_length (faithful)."
-        )
     multiple = data_args.pad_to_multiple_of
     if multiple is not None and (multiple < 1 or data_args.max_seq_length % multiple):
         raise ConfigError(
