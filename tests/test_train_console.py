@@ -194,7 +194,8 @@ def refuse_connection(*args, **kwargs):
 
 
 def save_small_bert(path: Path) -> Path:
-    from transformers import BertConfig, BertForSequenceClassification
+    """A BERT encoder without a classification head (as a sentence-embedding model is shipped)."""
+    from transformers import BertConfig, BertModel
 
     tokenizer = build_offline_t5_tokenizer()
     torch.manual_seed(0)
@@ -202,12 +203,12 @@ def save_small_bert(path: Path) -> Path:
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
         num_attention_heads=4, max_position_embeddings=64, num_labels=2,
     )  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(str(path))
+    BertModel(config).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
 
 
-def test_head_only_saves_the_head_and_evaluates_from_it(rte_data, tmp_path):
+def test_head_only_saves_the_head_and_evaluates_from_it(rte_data, tmp_path, capfd):
     base = save_small_bert(tmp_path / "bert")
     out = tmp_path / "head"
     flags = ("--peft_type", "HEAD_ONLY", "--learning_rate", "0.1", "--max_steps", "4", "--save_steps", "2",
@@ -219,7 +220,9 @@ def test_head_only_saves_the_head_and_evaluates_from_it(rte_data, tmp_path):
         size = (folder / "model.safetensors").stat().st_size
         assert size < 4 * head + 512, size  # float32 tensors plus the safetensors header
     assert (base / "model.safetensors").stat().st_size > 20 * (4 * head + 512)
-    assert "There were missing keys" not in (out / "output.log").read_text()  # best-model reload is quiet
+    log = (out / "output.log").read_text()
+    assert "There were missing keys" not in log  # the best checkpoint's reload knows the backbone is frozen
+    assert "LOAD REPORT" in log and "LOAD REPORT" not in "".join(capfd.readouterr())  # the new head: log only
 
     evaluated = tmp_path / "eval"
     argv = ["--model_name_or_path", str(base), "--peft_type", "HEAD_ONLY", "--peft_model_id", str(out),
