@@ -71,6 +71,8 @@ def test_default_console_is_plan_progress_and_metrics(small_t5_dir, rte_data, tm
     assert stdout[10] == f"results in {out} (all_results.json; the full log is output.log)"
     assert re.search(r"step 6/6 validation: loss \d+\.\d{4}, accuracy \d+\.\d\d", captured.out)
     assert "train: 100%" in captured.err and "6/6" in captured.err  # the one progress bar
+    # redrawn at its start, around each metrics line and at its end: a redirected stderr is not a terminal
+    assert captured.err.count("train:") <= 5, captured.err
     for chatter in ("training arguments", "'loss':", "Tokenizing", "Loading weights", "UserWarning"):
         assert chatter not in captured.out + captured.err, chatter
     log = (out / "output.log").read_text()
