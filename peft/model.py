@@ -8,6 +8,7 @@ GPT-2, ...), ``classifier`` (BERT-style sequence classifiers). Input constructio
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,14 +17,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import io
 from .budget import ParamCount
-from .config import PromptTuningConfig
+from .config import CONFIG_NAME, PromptTuningConfig
 from .encoders import DensePrompt, PromptAdapter
 from .family import CAUSAL, CLASSIFIER, SEQ2SEQ, Family, detect_family, family_for_task_type
+from .hf_prompt_tuning import fold_submodules, read_config
 
 logger = logging.getLogger(__name__)
+
+# Name for rows of a mixed batch that run on the bare backbone (no prompt, no update).
+BASE_ADAPTER = "__base__"
+
 
 def _family_of(model: nn.Module, config: PromptTuningConfig) -> Family:
     if config.task_type is not None:
@@ -36,7 +43,12 @@ def _hidden_size(model: nn.Module) -> int:
 
 
 class PeftModel(nn.Module):
-    """A frozen base model plus a prompt adapter; family-specific subclasses implement forward/generate."""
+    """A frozen base model plus named prompt adapters; family-specific subclasses implement forward/generate.
+
+    The adapter the model is built with lives in ``adapter`` (its tensors keep their state-dict names);
+    adapters added later live in ``extra_adapters``. Classifier adapters added later get their own copy
+    of the task head (``extra_heads``), swapped in while they run.
+    """
 
     family: Family | None = None
     plain_mean_loss = False
@@ -51,8 +63,36 @@ class PeftModel(nn.Module):
         init_weights: bool = True,
     ) -> None:
         super().__init__()
-        if adapter_name != "default":
-            raise ValueError("Only one adapter, named 'default', is supported.")
+        self._check_new_name(adapter_name, {})
+        config = self._complete_config(model, peft_config, init_weights)
+        self._check_model(model, config)
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self.base_model = model
+        word_embeddings = model.get_input_embeddings().weight
+        self.adapter = PromptAdapter(config, _hidden_size(model)).to(word_embeddings.device)
+        self.extra_adapters = nn.ModuleDict()
+        self.extra_heads = nn.ModuleDict()
+        self.peft_config = {adapter_name: config}
+        self.active_adapter = adapter_name
+        self._first_adapter = adapter_name
+        self._adapters_disabled = False
+        for param in self._head_parameters().values():
+            param.requires_grad_(True)
+        if init_weights:
+            self._init_adapter(self.adapter, config, tokenizer)
+        if self.plain_mean_loss and not hasattr(type(model), "accepts_loss_kwargs"):
+            # transformers' Trainer inspects the unwrapped base model: a forward with **kwargs makes
+            # it skip dividing the loss by the gradient-accumulation steps, although T5/BERT losses
+            # are plain batch means (pitfalls.md, "Gradient accumulation with T5").
+            model.accepts_loss_kwargs = False
+        self.train(model.training)
+
+    # ---- construction helpers ---------------------------------------------------------------------
+    def _complete_config(
+        self, model: nn.Module, peft_config: PromptTuningConfig, init_weights: bool
+    ) -> PromptTuningConfig:
+        """The config with d, task type and base model filled in, validated against ``model``."""
         dim = _hidden_size(model)
         if peft_config.token_dim is not None and peft_config.token_dim != dim:
             raise ValueError(
@@ -66,34 +106,31 @@ class PeftModel(nn.Module):
             or getattr(model.config, "_name_or_path", None)
             or None,
         )
+        if config.task_type != self.family.task_type:
+            raise ValueError(
+                f"The adapter's task_type {config.task_type} does not fit this {self.family} model "
+                f"({self.family.task_type})."
+            )
         config.validate(check_init=init_weights)
-        self._check_model(model, config)
-        for param in model.parameters():
-            param.requires_grad_(False)
-        self.base_model = model
-        word_embeddings = model.get_input_embeddings().weight
-        self.adapter = PromptAdapter(config, dim).to(word_embeddings.device)
-        self.peft_config = {"default": config}
-        self.active_adapter = "default"
-        for param in self._head_parameters().values():
-            param.requires_grad_(True)
-        if init_weights:
-            self._init_adapter(config, word_embeddings, tokenizer)
-        if self.plain_mean_loss and not hasattr(type(model), "accepts_loss_kwargs"):
-            # transformers' Trainer inspects the unwrapped base model: a forward with **kwargs makes
-            # it skip dividing the loss by the gradient-accumulation steps, although T5/BERT losses
-            # are plain batch means (pitfalls.md, "Gradient accumulation with T5").
-            model.accepts_loss_kwargs = False
-        self.train(model.training)
+        return config
 
-    # ---- construction helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _check_new_name(adapter_name: str, existing: dict[str, Any]) -> None:
+        if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
+            raise ValueError(f"adapter_name {adapter_name!r} must be a non-empty string without dots.")
+        if adapter_name == BASE_ADAPTER:
+            raise ValueError(f"adapter_name {BASE_ADAPTER!r} is reserved for rows without an adapter.")
+        if adapter_name in existing:
+            raise ValueError(
+                f"An adapter named {adapter_name!r} exists already; delete_adapter() it or pick another name."
+            )
+
     def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
         """Family-specific sanity checks (overridden)."""
 
-    def _init_adapter(
-        self, config: PromptTuningConfig, word_embeddings: torch.Tensor, tokenizer: Any
-    ) -> None:
-        if config.prompt_tuning_init == "TEXT" and isinstance(self.adapter.prompt, DensePrompt):
+    def _init_adapter(self, adapter: PromptAdapter, config: PromptTuningConfig, tokenizer: Any) -> None:
+        word_embeddings = self.base_model.get_input_embeddings().weight
+        if config.prompt_tuning_init == "TEXT" and isinstance(adapter.prompt, DensePrompt):
             if tokenizer is None:
                 from transformers import AutoTokenizer
 
@@ -102,27 +139,54 @@ class PeftModel(nn.Module):
                     raise ValueError("--text_init needs a tokenizer: set tokenizer_name_or_path.")
                 tokenizer = AutoTokenizer.from_pretrained(source)
             ids = tokenizer(config.prompt_tuning_init_text)["input_ids"]
-            self.adapter.prompt.init_from_token_ids(word_embeddings, ids)
+            adapter.prompt.init_from_token_ids(word_embeddings, ids)
         if config.pretrain_scpp_ckpt and not config.scpp:
             logger.warning("--pretrain_scpp_ckpt is ignored: --scpp is off.")
         if config.pretrain_scap_ckpt and not config.scap:
             logger.warning("--pretrain_scap_ckpt is ignored: --scap is off.")
         io.load_transfer_init(
-            self.adapter.named_adapter_tensors(),
+            adapter.named_adapter_tensors(),
             config.pretrain_scpp_ckpt if config.scpp else None,
             config.pretrain_scap_ckpt if config.scap else None,
         )
 
-    def _head_parameters(self) -> dict[str, nn.Parameter]:
-        """Trainable task-head parameters of the base model (classifiers only)."""
+    def _head_modules(self) -> dict[str, nn.Module]:
+        """Top-level modules of the base model that hold the task head (classifiers only)."""
         return {}
+
+    def _head_parameters(self, adapter_name: str | None = None) -> dict[str, nn.Parameter]:
+        """Trainable task-head parameters of ``adapter_name`` (default: the active one), base-model names."""
+        name = adapter_name or self.active_adapter
+        if name == self._first_adapter or name not in self.extra_heads:
+            modules = self._head_modules()
+        else:
+            modules = dict(self.extra_heads[name].items())
+        return {
+            f"{key}.{pname}": p for key, module in modules.items() for pname, p in module.named_parameters()
+        }
+
+    @contextlib.contextmanager
+    def _head_of(self, adapter_name: str) -> Iterator[None]:
+        """Run the base model with ``adapter_name``'s task head in place (no-op without own head)."""
+        if adapter_name not in self.extra_heads:
+            yield
+            return
+        own = self.extra_heads[adapter_name]
+        original = {key: getattr(self.base_model, key) for key in own}
+        try:
+            for key, module in own.items():
+                setattr(self.base_model, key, module)
+            yield
+        finally:
+            for key, module in original.items():
+                setattr(self.base_model, key, module)
 
     # ---- HF-PEFT-like surface -------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name in ("base_model", "adapter"):
+            if name in ("base_model", "adapter", "extra_adapters", "extra_heads"):
                 raise
             return getattr(self.base_model, name)
 
@@ -136,26 +200,95 @@ class PeftModel(nn.Module):
 
     @property
     def adapter_config(self) -> PromptTuningConfig:
-        return self.peft_config["default"]
+        """The active adapter's config."""
+        return self.peft_config[self.active_adapter]
+
+    def adapter_module(self, adapter_name: str | None = None) -> PromptAdapter:
+        """The ``PromptAdapter`` of ``adapter_name`` (default: the active one)."""
+        name = adapter_name or self.active_adapter
+        if name == self._first_adapter:
+            return self.adapter
+        if name not in self.extra_adapters:
+            raise ValueError(f"Unknown adapter {name!r}; the model has {sorted(self.peft_config)}.")
+        return self.extra_adapters[name]
+
+    def add_adapter(
+        self,
+        adapter_name: str,
+        peft_config: PromptTuningConfig,
+        tokenizer: Any = None,
+        init_weights: bool = True,
+    ) -> None:
+        """Add a fresh adapter (trainable, not active); classifiers get a copy of the current task head."""
+        self._check_new_name(adapter_name, self.peft_config)
+        config = self._complete_config(self.base_model, peft_config, init_weights)
+        self._check_model(self.base_model, config)
+        device = self.base_model.get_input_embeddings().weight.device
+        adapter = PromptAdapter(config, _hidden_size(self.base_model)).to(device)
+        if init_weights:
+            self._init_adapter(adapter, config, tokenizer)
+        heads = self._head_modules()
+        if heads:
+            self.extra_heads[adapter_name] = nn.ModuleDict({k: copy.deepcopy(m) for k, m in heads.items()})
+            for param in self.extra_heads[adapter_name].parameters():
+                param.requires_grad_(True)
+        self.extra_adapters[adapter_name] = adapter
+        self.peft_config[adapter_name] = config
 
     def set_adapter(self, adapter_name: str) -> None:
-        if adapter_name != "default":
-            raise ValueError(f"Unknown adapter {adapter_name!r}; only 'default' exists.")
+        """Make ``adapter_name`` the one forward/generate/save use by default."""
+        if adapter_name not in self.peft_config:
+            raise ValueError(
+                f"Unknown adapter {adapter_name!r}; the model has {sorted(self.peft_config)} "
+                "(add_adapter or load_adapter it first)."
+            )
+        self.active_adapter = adapter_name
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter added after construction (not the active one)."""
+        if adapter_name not in self.peft_config:
+            raise ValueError(f"Unknown adapter {adapter_name!r}; the model has {sorted(self.peft_config)}.")
+        if adapter_name == self._first_adapter:
+            raise ValueError(
+                f"{adapter_name!r} is the adapter the model was built with; it cannot be deleted."
+            )
+        if adapter_name == self.active_adapter:
+            raise ValueError(f"{adapter_name!r} is active; set_adapter() another one before deleting it.")
+        del self.extra_adapters[adapter_name]
+        if adapter_name in self.extra_heads:
+            del self.extra_heads[adapter_name]
+        del self.peft_config[adapter_name]
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[PeftModel]:
+        """Run the bare backbone (no prompt, no update) inside the block."""
+        self._adapters_disabled = True
+        try:
+            yield self
+        finally:
+            self._adapters_disabled = False
+
+    def get_prompt(self, adapter_name: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The composed prompt (m, d) and added update (L, d) or None of ``adapter_name`` (default: active)."""
+        return self.adapter_module(adapter_name).compose()
 
     def get_base_model(self) -> nn.Module:
         return self.base_model
 
     def prepended_parameters(self) -> list[nn.Parameter]:
         """Prompt (or SCPP) tensors plus a classifier head: the ``--learning_rate`` group."""
-        return self.adapter.prepended_parameters() + list(self._head_parameters().values())
+        return self.adapter_module().prepended_parameters() + list(self._head_parameters().values())
 
     def added_parameters(self) -> list[nn.Parameter]:
         """A/B or SCAP tensors: the ``--added_embedding_lr`` group."""
-        return self.adapter.added_parameters()
+        return self.adapter_module().added_parameters()
 
-    def named_adapter_tensors(self) -> dict[str, nn.Parameter]:
-        """Saved key -> parameter for every trainable tensor (adapter and head)."""
-        return {**self.adapter.named_adapter_tensors(), **self._head_parameters()}
+    def named_adapter_tensors(self, adapter_name: str | None = None) -> dict[str, nn.Parameter]:
+        """Saved key -> parameter for every tensor of ``adapter_name`` (default: active), head included."""
+        return {
+            **self.adapter_module(adapter_name).named_adapter_tensors(),
+            **self._head_parameters(adapter_name),
+        }
 
     def count_trainable_parameters(self) -> ParamCount:
         """Per-component count from the method's formulas (``peft.budget``) plus the head."""
@@ -163,8 +296,8 @@ class PeftModel(nn.Module):
         head = sum(p.numel() for p in self._head_parameters().values())
         return replace(count, head=head)
 
-    def print_trainable_parameters(self) -> None:
-        """Log a table of trainable parameters per component and the share of all parameters."""
+    def log_trainable_parameters(self) -> None:
+        """Log a table of the active adapter's parameters per component and the share of all parameters."""
         count = self.count_trainable_parameters()
         total = sum(p.numel() for p in self.parameters())
         rows = [("prepended", count.prepended), ("added", count.added)]
@@ -176,14 +309,31 @@ class PeftModel(nn.Module):
         lines.append(f"  of all     {total:>12,} ({100 * count.total / max(total, 1):.4f}%)")
         logger.info("\n".join(lines))
 
+    def print_trainable_parameters(self) -> None:
+        """Log the per-component table and print HF's one-line summary on stdout, where users read it.
+
+        The line counts every tensor that requires a gradient (all adapters, heads included), as
+        HuggingFace PEFT does.
+        """
+        self.log_trainable_parameters()
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / max(total, 1):.4f}"
+        )
+
     @contextlib.contextmanager
     def materialized(self) -> Iterator[PeftModel]:
-        """Compose prompt and added update once (no codebook work per step); inference only."""
-        self.adapter.set_materialized(True)
+        """Compose every adapter's prompt and update once (no codebook work per step); inference only."""
+        modules = [self.adapter, *self.extra_adapters.values()]
+        for module in modules:
+            module.set_materialized(True)
         try:
             yield self
         finally:
-            self.adapter.set_materialized(False)
+            for module in modules:
+                module.set_materialized(False)
 
     # ---- saving / loading -------------------------------------------------------------------------
     def save_pretrained(
@@ -191,26 +341,54 @@ class PeftModel(nn.Module):
         save_directory: str | Path,
         state_dict: dict[str, torch.Tensor] | None = None,
         is_main_process: bool = True,
+        selected_adapters: list[str] | None = None,
         **ignored: Any,
     ) -> None:
-        """Write adapter_config.json + adapter_model.safetensors (trainable tensors only)."""
+        """Write adapter_config.json + adapter_model.safetensors per adapter (trainable tensors only).
+
+        The adapter named ``default`` goes to ``save_directory`` itself, any other to
+        ``save_directory/<name>/``; ``selected_adapters`` restricts which are written.
+        """
         if not is_main_process:
             return
-        named = self.named_adapter_tensors()
+        names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
+        unknown = sorted(set(names) - set(self.peft_config))
+        if unknown:
+            raise ValueError(
+                f"selected_adapters {unknown} are not adapters of this model {sorted(self.peft_config)}."
+            )
         by_id = {id(p): n for n, p in self.named_parameters()}
-        qualified = {key: by_id[id(p)] for key, p in named.items() if id(p) in by_id}
-        self.adapter_config.save_pretrained(save_directory)
-        io.save_tensors(named, save_directory, state_dict, qualified)
+        for name in names:
+            target = Path(save_directory) if name == "default" else Path(save_directory) / name
+            named = self.named_adapter_tensors(name)
+            qualified = {key: by_id[id(p)] for key, p in named.items() if id(p) in by_id}
+            self.peft_config[name].save_pretrained(target)
+            io.save_tensors(named, target, state_dict, qualified)
 
     def load_adapter(
-        self, model_id: str | Path, adapter_name: str = "default", is_trainable: bool = True, **ignored: Any
+        self, model_id: str | Path, adapter_name: str = "default", is_trainable: bool = False, **ignored: Any
     ) -> None:
-        """Load adapter tensors from a folder (ours or the original .bin) into this model."""
-        self.set_adapter(adapter_name)
+        """Load an adapter folder (ours, the original .bin, or HF PEFT prompt tuning) as ``adapter_name``.
+
+        A new name is added from the folder's ``adapter_config.json`` and is frozen unless
+        ``is_trainable``. Loading into an existing adapter overwrites its tensors and leaves
+        ``requires_grad`` as it is unless ``is_trainable`` (as HuggingFace PEFT does, so the Trainer's
+        best-checkpoint reload keeps training state).
+        """
         state = io.read_adapter_tensors(model_id)
-        io.load_tensors_into(self.named_adapter_tensors(), state, str(model_id))
-        for param in self.named_adapter_tensors().values():
-            param.requires_grad_(is_trainable)
+        config = None
+        if adapter_name not in self.peft_config or (Path(model_id) / CONFIG_NAME).is_file():
+            config, state = fold_submodules(read_config(model_id), state, str(model_id))
+        if adapter_name not in self.peft_config:
+            self.add_adapter(adapter_name, config, init_weights=False)
+            self._set_trainable(adapter_name, is_trainable)
+        io.load_tensors_into(self.named_adapter_tensors(adapter_name), state, str(model_id))
+        if is_trainable:
+            self._set_trainable(adapter_name, True)
+
+    def _set_trainable(self, adapter_name: str, trainable: bool) -> None:
+        for param in self.named_adapter_tensors(adapter_name).values():
+            param.requires_grad_(trainable)
 
     @classmethod
     def from_pretrained(
@@ -227,62 +405,193 @@ class PeftModel(nn.Module):
         No initialisation work is done (no TEXT tokenisation, no transfer files): every tensor in
         the file overwrites the fresh one; tensors absent from the file keep their random init (a
         warning names them, e.g. A/B for DePT's prompt-only hotpotqa/nq/wic checkpoints, whose B=0
-        init makes the added update zero).
+        init makes the added update zero). HF PEFT prompt-tuning folders load too (see
+        ``peft.hf_prompt_tuning``). The adapter is frozen unless ``is_trainable``.
         """
-        config = config or PromptTuningConfig.from_pretrained(model_id)
+        state = io.read_adapter_tensors(model_id)
+        config, state = fold_submodules(config or read_config(model_id), state, str(model_id))
         target = cls if cls.family else _family_of(model, config).wrapper
         wrapped = target(model, config, adapter_name, init_weights=False)
-        wrapped.load_adapter(model_id, adapter_name, is_trainable=is_trainable)
+        io.load_tensors_into(wrapped.named_adapter_tensors(adapter_name), state, str(model_id))
+        wrapped._set_trainable(adapter_name, is_trainable)
         return wrapped
 
     # ---- input construction ---------------------------------------------------------------------
     def _word_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.base_model.get_input_embeddings()(input_ids)
 
-    def _check_length(self, n: int) -> None:
-        L = self.adapter.max_length
+    def _check_length(self, n: int, max_length: int | None) -> None:
+        L = max_length
         if L is not None and n > L:
             raise ValueError(
                 f"Input length {n} exceeds max_length L={L} of the added update; tokenize with "
                 f"--max_seq_length {L} (truncation) or build the adapter with a larger --max_seq_length."
             )
 
+    def _parts(self, adapter_name: str) -> tuple[torch.Tensor | None, torch.Tensor | None, int | None]:
+        """(prompt (m, d), update (L, d), L) of an adapter; (None, None, None) for the bare backbone."""
+        if adapter_name == BASE_ADAPTER or self._adapters_disabled:
+            return None, None, None
+        module = self.adapter_module(adapter_name)
+        prompt, added = module.compose()
+        return prompt, added, module.max_length
+
     def _prepend(
         self,
         input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         inputs_embeds: torch.Tensor | None,
+        adapter_name: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """[prompt ; E[x] + added[:n]] and [1_m ; mask]; the adapter is composed once per call.
 
         The prompt goes before input position ``prompt_position`` (0 = in front of everything).
+        Under ``disable_adapter()`` the inputs pass unchanged (m = 0).
         """
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (or inputs_embeds).")
             inputs_embeds = self._word_embeddings(input_ids)
         batch, n = inputs_embeds.shape[:2]
-        self._check_length(n)
-        prompt, added = self.adapter.compose()
+        prompt, added, max_length = self._parts(adapter_name or self.active_adapter)
+        self._check_length(n, max_length)
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, n, dtype=torch.long, device=inputs_embeds.device)
+        if prompt is None:
+            return inputs_embeds, attention_mask
         if added is not None:
             inputs_embeds = inputs_embeds + self._update_rows(added, n).to(inputs_embeds.dtype)
         m = prompt.shape[0]
         prompt = prompt.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, m, prompt.shape[1])
         k = self.prompt_position
         embeds = torch.cat([inputs_embeds[:, :k], prompt, inputs_embeds[:, k:]], dim=1)
-        if attention_mask is None:
-            attention_mask = torch.ones(batch, n, dtype=torch.long, device=embeds.device)
         return embeds, self._fill_prompt_positions(attention_mask, m, 1)
 
     def _update_rows(self, added: torch.Tensor, n: int) -> torch.Tensor:
         """The (n, d) rows of the (L, d) added update that meet a right-padded batch of n positions: the first n."""
         return added[:n]
 
+    def _layout_position_ids(
+        self, m: int, n: int, max_length: int | None, device: torch.device
+    ) -> torch.Tensor | None:
+        """(1, m + n) position ids of m prompt and n input columns; None: the model's default ``arange``."""
+        return None
+
     def _fill_prompt_positions(self, per_token: torch.Tensor, m: int, value: int) -> torch.Tensor:
         """(B, n) -> (B, m + n): ``value`` at the m prompt positions (mask 1, label -100, token type 0)."""
         k = self.prompt_position
         fill = torch.full((per_token.shape[0], m), value, dtype=per_token.dtype, device=per_token.device)
         return torch.cat([per_token[:, :k], fill, per_token[:, k:]], dim=1)
+
+    # ---- per-row adapters (inference) -------------------------------------------------------------
+    @property
+    def pads_left(self) -> bool:
+        """Inputs are left-padded (decoder-only): a mixed batch then also pads rows with a shorter
+        prompt in front, so that every row's tokens end at the last position."""
+        return self.family.padding_side == "left"
+
+    def _row_groups(self, adapter_names: list[str] | tuple[str, ...], batch: int) -> dict[str, list[int]]:
+        """Adapter name -> row indices (first-appearance order); checks the names and the mode."""
+        if self.training:
+            raise ValueError(
+                "adapter_names (one adapter per row) is for inference: call model.eval() first; training "
+                "uses the active adapter (set_adapter)."
+            )
+        if len(adapter_names) != batch:
+            raise ValueError(f"adapter_names has {len(adapter_names)} entries for a batch of {batch} rows.")
+        groups: dict[str, list[int]] = {}
+        for row, name in enumerate(adapter_names):
+            if name != BASE_ADAPTER and name not in self.peft_config:
+                raise ValueError(
+                    f"adapter_names[{row}] = {name!r} is not an adapter of this model "
+                    f"{sorted(self.peft_config)} (or {BASE_ADAPTER!r} for the bare backbone)."
+                )
+            groups.setdefault(name, []).append(row)
+        return groups
+
+    def _prepend_rows(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        adapter_names: list[str] | tuple[str, ...],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Each row with its own adapter: (embeds (B, T, d), mask (B, T), position ids (B, T) or None).
+
+        T is the longest prompt-plus-input of the batch; a shorter row gets masked zero positions
+        after it, or before it when ``pads_left``. Masked positions take no attention weight, so every
+        row computes what it would alone; position ids (left padding only; None when the default
+        ``arange`` is already right) give each row the positions it has alone. Each adapter is
+        composed once per call.
+        """
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (or inputs_embeds).")
+            inputs_embeds = self._word_embeddings(input_ids)
+        batch, n, dim = inputs_embeds.shape
+        device = inputs_embeds.device
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, n, dtype=torch.long, device=device)
+        pieces = []
+        for name, rows in self._row_groups(adapter_names, batch).items():
+            index = torch.tensor(rows, device=device)
+            max_length = self._max_length(name)
+            columns = self._fitting_columns(attention_mask[index], max_length)
+            group = inputs_embeds[index][:, columns]
+            embeds, mask = self._prepend(None, attention_mask[index][:, columns], group, name)
+            m = embeds.shape[1] - group.shape[1]
+            positions = self._layout_position_ids(m, group.shape[1], self._layout_length(name), device)
+            pieces.append((index, embeds, mask, positions))
+        longest = max(embeds.shape[1] for _, embeds, _, _ in pieces)
+        out = inputs_embeds.new_zeros(batch, longest, dim)
+        out_mask = attention_mask.new_zeros(batch, longest)
+        out_positions = torch.zeros(batch, longest, dtype=torch.long, device=device)
+        default_positions = True
+        for index, embeds, mask, positions in pieces:
+            width = embeds.shape[1]
+            start = longest - width if self.pads_left else 0
+            out[index, start : start + width] = embeds
+            out_mask[index, start : start + width] = mask
+            default_positions = default_positions and positions is None and start == 0
+            if positions is None:
+                positions = torch.arange(width, device=device).unsqueeze(0)
+            out_positions[index, start : start + width] = positions
+        if not self.pads_left or default_positions:
+            return out, out_mask, None
+        return out, out_mask, out_positions
+
+    def _max_length(self, adapter_name: str) -> int | None:
+        """L of an adapter's added update (None: no update, or the bare backbone)."""
+        if adapter_name == BASE_ADAPTER or self._adapters_disabled:
+            return None
+        return self.adapter_module(adapter_name).max_length
+
+    def _layout_length(self, adapter_name: str) -> int | None:
+        """The config's max_length L of an adapter (also for PT, whose inputs are laid out to L)."""
+        if adapter_name == BASE_ADAPTER or self._adapters_disabled:
+            return None
+        return self.peft_config[adapter_name].max_length
+
+    def _fitting_columns(self, attention_mask: torch.Tensor, max_length: int | None) -> slice:
+        """The input columns a group of rows keeps so that it fits an update of length L.
+
+        A mixed batch is padded to its longest row, which may exceed a shorter adapter's L; when
+        the extra columns are padding for every row of the group (the last columns, or the first
+        ones for left padding), they are dropped, which leaves each row's result unchanged.
+        """
+        n = attention_mask.shape[1]
+        if max_length is None or n <= max_length:
+            return slice(None)
+        extra = slice(0, n - max_length) if self.pads_left else slice(max_length, None)
+        if bool(attention_mask[:, extra].any()):
+            return slice(None)  # real tokens there: _check_length reports the length
+        return slice(n - max_length, None) if self.pads_left else slice(0, max_length)
+
+    @staticmethod
+    def _unsupported_with_rows(kwargs: dict[str, Any], names: tuple[str, ...]) -> None:
+        given = [name for name in names if kwargs.get(name) is not None]
+        if given:
+            raise ValueError(f"{given} cannot be combined with adapter_names; pass input_ids/attention_mask.")
 
 
 class PeftModelForSeq2SeqLM(PeftModel):
@@ -291,16 +600,31 @@ class PeftModelForSeq2SeqLM(PeftModel):
     family = SEQ2SEQ
     plain_mean_loss = True
 
+    def _encoder_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        adapter_names: list[str] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if adapter_names is None:
+            return self._prepend(input_ids, attention_mask, inputs_embeds)
+        return self._prepend_rows(input_ids, attention_mask, inputs_embeds, adapter_names)[:2]
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        adapter_names: list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Returns the base model's output (logits over the decoder positions)."""
-        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        """Returns the base model's output (logits over the decoder positions).
+
+        ``adapter_names`` (inference only): one adapter name (or ``"__base__"``) per row.
+        """
+        embeds, mask = self._encoder_inputs(input_ids, attention_mask, inputs_embeds, adapter_names)
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
     def generate(
@@ -308,11 +632,12 @@ class PeftModelForSeq2SeqLM(PeftModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        adapter_names: list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Decoder tokens (starting with the decoder start token); ``labels`` are ignored."""
         kwargs.pop("labels", None)
-        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        embeds, mask = self._encoder_inputs(input_ids, attention_mask, inputs_embeds, adapter_names)
         return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
 
@@ -333,18 +658,35 @@ class PeftModelForCausalLM(PeftModel):
         """The last n rows of the (L, d) update: left padding aligns the batch's end with row L - 1."""
         return added[added.shape[0] - n :]
 
-    def _layout_position_ids(self, m: int, n: int, device: torch.device) -> torch.Tensor | None:
+    def _layout_position_ids(
+        self, m: int, n: int, max_length: int | None, device: torch.device
+    ) -> torch.Tensor | None:
         """(1, m + n) position ids of a batch of n columns placed at the end of the L-column layout.
 
         ``None`` when the batch already has L columns (or no L is known): the base model's default
         ``arange(m + n)`` is then that layout, and the fixed-length path stays exactly as it was.
         """
-        L = self.adapter_config.max_length
+        L = max_length
         if not L or n >= L:
             return None
         prompt = torch.arange(m, device=device)
         inputs = torch.arange(m + L - n, m + L, device=device)
         return torch.cat([prompt, inputs]).unsqueeze(0)
+
+    def _decoder_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        adapter_names: list[str] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(embeds, mask, position ids or None) for the active adapter or one adapter per row."""
+        if adapter_names is not None:
+            return self._prepend_rows(input_ids, attention_mask, inputs_embeds, adapter_names)
+        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        n = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        length = self._layout_length(self.active_adapter)
+        return embeds, mask, self._layout_position_ids(embeds.shape[1] - n, n, length, embeds.device)
 
     def forward(
         self,
@@ -352,27 +694,40 @@ class PeftModelForCausalLM(PeftModel):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        adapter_names: list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Logits cover the m prompt positions first, then the n input positions."""
-        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
-        m = self.adapter.num_virtual_tokens
+        """Logits cover the m prompt positions first, then the n input positions.
+
+        With ``adapter_names`` (inference only) every row's logits end at the same position: a row
+        with a shorter prompt has masked positions in front of it.
+        """
+        if adapter_names is not None:
+            self._unsupported_with_rows(kwargs, ("position_ids", "past_key_values"))
+        embeds, mask, positions = self._decoder_inputs(
+            input_ids, attention_mask, inputs_embeds, adapter_names
+        )
         if kwargs.get("position_ids") is None:
-            kwargs["position_ids"] = self._layout_position_ids(m, embeds.shape[1] - m, embeds.device)
+            kwargs["position_ids"] = positions
         if labels is not None:
             labels = self._fill_prompt_positions(labels, embeds.shape[1] - labels.shape[1], -100)
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        adapter_names: list[str] | None = None,
+        **kwargs: Any,
     ) -> Any:
         """Input ids followed by new tokens; the prompt and update are injected on the first step.
 
         The first step is detected from the cache (``None`` or empty): transformers 5 passes a
-        cache object already on step one.
+        cache object already on step one. Generation numbers positions from the attention mask,
+        so rows padded in front for ``adapter_names`` keep their positions.
         """
         kwargs.pop("labels", None)
-        embeds, mask = self._prepend(input_ids, attention_mask, None)
+        embeds, mask, _ = self._decoder_inputs(input_ids, attention_mask, None, adapter_names)
         base = self.base_model
         original = base.prepare_inputs_for_generation
 
@@ -412,11 +767,13 @@ class PeftModelForSequenceClassification(PeftModel):
                 f"exceeds the model's max_position_embeddings {max_pos}; reduce one of them."
             )
 
-    def _head_parameters(self) -> dict[str, nn.Parameter]:
+    def _head_modules(self) -> dict[str, nn.Module]:
         base = self.base_model
         prefix = getattr(base, "base_model_prefix", "")
         return {
-            name: p for name, p in base.named_parameters() if not (prefix and name.startswith(prefix + "."))
+            name: module
+            for name, module in base.named_children()
+            if name != prefix and any(True for _ in module.parameters())
         }
 
     def forward(
@@ -426,13 +783,90 @@ class PeftModelForSequenceClassification(PeftModel):
         token_type_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        adapter_names: list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds)
+        """Logits (B, num_labels) from the active adapter's prompt and head.
+
+        ``adapter_names`` (inference only): rows are grouped by adapter and each group runs through
+        the backbone with its own head (heads differ per task); logits come back in row order and the
+        loss is the mean over labelled rows. Only ``loss`` and ``logits`` are returned then.
+        """
+        if adapter_names is not None:
+            self._unsupported_with_rows(kwargs, tuple(kwargs))
+            return self._forward_rows(
+                input_ids, attention_mask, token_type_ids, inputs_embeds, labels, adapter_names
+            )
+        name = BASE_ADAPTER if self._adapters_disabled else self.active_adapter
+        with self._head_of(name):
+            return self._classify(
+                name, input_ids, attention_mask, token_type_ids, inputs_embeds, labels, **kwargs
+            )
+
+    def _classify(
+        self,
+        adapter_name: str,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        **kwargs: Any,
+    ) -> Any:
+        embeds, mask = self._prepend(input_ids, attention_mask, inputs_embeds, adapter_name)
         if token_type_ids is not None:
             m = embeds.shape[1] - token_type_ids.shape[1]
             kwargs["token_type_ids"] = self._fill_prompt_positions(token_type_ids, m, 0)
         return self.base_model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
+
+    def _forward_rows(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        adapter_names: list[str],
+    ) -> SequenceClassifierOutput:
+        reference = input_ids if input_ids is not None else inputs_embeds
+        if reference is None:
+            raise ValueError("Pass input_ids (or inputs_embeds).")
+        groups = self._row_groups(adapter_names, reference.shape[0])
+        logits: torch.Tensor | None = None
+        loss_sum, counted = None, 0
+        for name, rows in groups.items():
+            index = torch.tensor(rows, device=reference.device)
+
+            mask = attention_mask[index] if attention_mask is not None else None
+            columns = slice(None) if mask is None else self._fitting_columns(mask, self._max_length(name))
+
+            def pick(tensor: torch.Tensor | None, index: torch.Tensor = index, columns: slice = columns):
+                return None if tensor is None else tensor[index][:, columns]
+
+            with self._head_of(name):
+                out = self._classify(
+                    name,
+                    pick(input_ids),
+                    pick(attention_mask),
+                    pick(token_type_ids),
+                    pick(inputs_embeds),
+                    None if labels is None else labels[index],
+                )
+            if logits is None:
+                logits = out.logits.new_zeros(reference.shape[0], *out.logits.shape[1:])
+            if out.logits.shape[1:] != logits.shape[1:]:
+                raise ValueError(
+                    f"adapter {name!r} has a head with {out.logits.shape[-1]} outputs, others "
+                    f"{logits.shape[-1]}; rows of one batch must share the head size."
+                )
+            logits[index] = out.logits
+            if out.loss is not None:
+                labelled = int((labels[index] != -100).sum()) if not labels.is_floating_point() else len(rows)
+                if labelled:
+                    loss_sum = out.loss * labelled if loss_sum is None else loss_sum + out.loss * labelled
+                    counted += labelled
+        loss = loss_sum / counted if loss_sum is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 class PeftMixedModel(nn.Module):

@@ -23,7 +23,9 @@ step by step so that load from other processes hits all of them alike; medians o
 * ``decoder_train`` / ``decoder_evaluation`` (run when named): the same training step and materialised
   evaluation on a random Llama-shaped decoder (``--decoder_width``, ``--decoder_layers``) with rows in
   the decoder-only layout, left-padded to L against exact dynamic padding; the evaluation also says
-  whether both paddings generated the same tokens.
+  whether both paddings generated the same tokens;
+* ``serving`` (run when named): 8 adapters x 4 rows on the frozen backbone, greedy generation as one
+  mixed batch (per-row ``adapter_names``) vs 8 per-adapter calls: rows/s of both and their ratio.
 
 The targets these numbers are judged against are in docs/benchmarks.md.
 
@@ -696,16 +698,105 @@ def case_scaling(bench: Bench) -> Section:
     return Section({"scaling": out}, lines)
 
 
+SERVING_ADAPTERS, SERVING_ROWS = 8, 4
+"""The serving case: this many adapters (the grid's methods in turn, tasks in turn) x rows each."""
+
+
+def case_serving(bench: Bench) -> Section:
+    """Many adapters on one frozen model: one mixed batch (``adapter_names``) vs one call per adapter.
+
+    Greedy generation of the task's target length, every adapter materialised once; the two ways
+    are interleaved per round, and whether they give identical tokens is checked.
+    """
+    args, methods = bench.args, list(bench.methods.items())
+    names = ["default"] + [f"adapter{i}" for i in range(1, SERVING_ADAPTERS)]
+    model = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BudgetWarning)
+        for i, name in enumerate(names):
+            config = PromptTuningConfig(max_length=args.max_seq_length, **methods[i % len(methods)][1])
+            if model is None:
+                model = get_peft_model(bench.backbone, config)
+            else:
+                model.add_adapter(name, config)
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.02)
+    groups = {}  # adapter -> its rows (tasks in turn, distinct validation rows)
+    for i, name in enumerate(names):
+        rows = bench.rows[args.tasks[i % len(args.tasks)]]
+        start = (i // len(args.tasks)) * SERVING_ROWS
+        groups[name] = [rows.validation[(start + k) % len(rows.validation)] for k in range(SERVING_ROWS)]
+    new_tokens = max(r.target_length for r in bench.rows.values())
+
+    def generate(rows: list[dict[str, list[int]]], adapter_names: list[str] | None) -> torch.Tensor:
+        batch = {k: v.to(bench.device) for k, v in collate(rows, None).items()}
+        return model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              adapter_names=adapter_names, max_new_tokens=new_tokens, do_sample=False)  # fmt: skip
+
+    def separate() -> list[torch.Tensor]:
+        out = []
+        for name, rows in groups.items():
+            model.set_adapter(name)
+            out.append(generate(rows, None))
+        model.set_adapter("default")
+        return out
+
+    mixed_rows = [row for rows in groups.values() for row in rows]
+    mixed_names = [name for name in names for _ in range(SERVING_ROWS)]
+    seconds: dict[str, list[float]] = {"mixed": [], "separate": []}
+    with torch.no_grad(), model.materialized():
+        for _ in range(args.warmup + args.steps):
+            with stopwatch(bench.device) as mixed_s:
+                mixed = generate(mixed_rows, mixed_names)
+            with stopwatch(bench.device) as separate_s:
+                alone = separate()
+            seconds["mixed"] += mixed_s
+            seconds["separate"] += separate_s
+    bench.backbone.train()
+    identical = all(
+        torch.equal(mixed[i * SERVING_ROWS : (i + 1) * SERVING_ROWS, : out.shape[1]], out)
+        for i, out in enumerate(alone)
+    )
+    total = SERVING_ADAPTERS * SERVING_ROWS
+    median = {k: statistics.median(v[args.warmup :]) for k, v in seconds.items()}
+    results = [
+        {"mode": f"one mixed batch of {total}", "calls": 1, "ms": 1000 * median["mixed"], "rows_per_s": total / median["mixed"]},
+        {"mode": f"{SERVING_ADAPTERS} separate calls of {SERVING_ROWS}", "calls": SERVING_ADAPTERS,
+         "ms": 1000 * median["separate"], "rows_per_s": total / median["separate"]},
+    ]  # fmt: skip
+    ratio = median["separate"] / median["mixed"]
+    title = (
+        f"### Serving ({SERVING_ADAPTERS} adapters x {SERVING_ROWS} rows, {', '.join(args.tasks)} lengths, "
+        f"greedy generation of {new_tokens} tokens)"
+    )
+    columns = [("mode", "mode", 0), ("calls", "calls", 0), ("ms", "ms", 0), ("rows/s", "rows_per_s", 1)]
+    lines = table(title, columns, results) + [
+        f"Mixed / separate throughput: {ratio:.2f}x; identical tokens: {'yes' if identical else 'NO'}.",
+        "",
+    ]
+    data = {
+        "rows": results,
+        "throughput_ratio": ratio,
+        "identical_tokens": identical,
+        "new_tokens": new_tokens,
+    }
+    return Section({"serving": data}, lines)
+
+
 CASES: dict[str, Callable[[Bench], Section]] = {
     "train": case_train,
     "evaluation": case_evaluation,
     "scaling": case_scaling,
     "decoder_train": case_decoder_train,
     "decoder_evaluation": case_decoder_evaluation,
+    "serving": case_serving,
 }
 """Every case, in report order (``--cases`` selects among them)."""
 DEFAULT_CASES = ["train", "evaluation", "scaling"]
-"""The T5 cases; the decoder-only ones run when named."""
+"""The T5 cases; the decoder-only and serving ones run when named."""
 
 
 # ---- main ---------------------------------------------------------------------------------------

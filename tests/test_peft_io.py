@@ -114,8 +114,9 @@ def test_load_adapter_into_existing_model(tiny_t5_dir, tmp_path):
     dst.load_adapter(tmp_path, "default")
     assert all(torch.equal(dst.named_adapter_tensors()[k], v) for k, v in src.named_adapter_tensors().items())
     assert all(p.requires_grad for p in dst.named_adapter_tensors().values())
-    with pytest.raises(ValueError, match="default"):
-        dst.load_adapter(tmp_path, "other")
+    dst.load_adapter(tmp_path, "other")  # a new name becomes a second, frozen adapter
+    assert sorted(dst.peft_config) == ["default", "other"]
+    assert not any(p.requires_grad for p in dst.named_adapter_tensors("other").values())
 
 
 def test_transfer_init_each_side_and_both_key_spellings(tiny_t5_dir, tmp_path):

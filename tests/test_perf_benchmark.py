@@ -101,3 +101,21 @@ def test_benchmark_data_flags_fail_before_work(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
         benchmark.parse_args(argv + ([str(tmp_path)] if argv[-1] == "--data_dir" else []))
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_serving_quick(tmp_path):
+    """The serving case: 8 adapters x 4 rows, one mixed batch vs 8 calls, same tokens (timings not asserted)."""
+    out_json = tmp_path / "serving.json"
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick", "--cases", "serving",
+           "--tasks", "sst2", "rte", "--json", str(out_json)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    serving = json.loads(out_json.read_text())["serving"]
+    assert serving["identical_tokens"] is True
+    assert [r["calls"] for r in serving["rows"]] == [1, 8]
+    assert all(r["rows_per_s"] > 0 for r in serving["rows"])
+    ms = [r["ms"] for r in serving["rows"]]
+    assert serving["throughput_ratio"] == pytest.approx(ms[1] / ms[0])
+    assert "### Serving (8 adapters x 4 rows" in result.stdout
+    assert "Mixed / separate throughput" in result.stdout

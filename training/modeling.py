@@ -111,8 +111,8 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 def log_parameter_table(model: nn.Module) -> None:
     """The trainable-parameter table: the adapter's per-component table, else one line per tensor."""
-    if hasattr(model, "print_trainable_parameters"):
-        model.print_trainable_parameters()
+    if hasattr(model, "log_trainable_parameters"):
+        model.log_trainable_parameters()  # the log only: train.py's console shows its own plan line
         return
     for name, param in model.named_parameters():
         if param.requires_grad:

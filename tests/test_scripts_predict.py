@@ -1,0 +1,123 @@
+"""scripts/predict.py end to end: two task adapters on a tiny T5, mixed batches, bad lines skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM
+
+from data.loading import build_source
+from data.preprocess import max_target_length
+from data.tasks import get_task
+from peft import PeftModel, PromptTuningConfig, get_peft_model
+from scripts import predict
+
+ADAPTERS = {
+    "rte": dict(num_virtual_tokens=4, max_length=24, r=3),
+    "sst2": dict(num_virtual_tokens=6, max_length=16, scpp=True, sub_dim_scpp=8, codebook_size_scpp=2),
+}
+REQUESTS = [
+    {"id": "r1", "task": "rte", "sentence1": "A man is here.", "sentence2": "Someone is here.", "label": 0},
+    {"id": "s1", "task": "sst2", "sentence": "a great film", "label": 1},
+    '{"id": "broken", "task": ',
+    {"id": "x1", "task": "cola", "sentence": "no adapter for this task"},
+    {"id": "r2", "task": "rte", "sentence1": "Cats sleep a lot during the day, every day."},
+    {"id": "s2", "task": "sst2", "sentence": "dull and far too long for what it says"},
+    {"id": "r3", "task": "rte", "sentence1": "It rains.", "sentence2": "The street is wet.", "label": 1},
+]
+
+
+@pytest.fixture()
+def adapter_dirs(tiny_t5_dir, tmp_path):
+    dirs = {}
+    for seed, (task, fields) in enumerate(ADAPTERS.items()):
+        torch.manual_seed(seed)
+        model = get_peft_model(
+            AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir), PromptTuningConfig(**fields)
+        )
+        with torch.no_grad():
+            for p in model.named_adapter_tensors().values():
+                p.normal_(0, 0.5)
+        model.save_pretrained(tmp_path / task)
+        dirs[task] = tmp_path / task
+    return dirs
+
+
+def _alone(tiny_t5_dir, folder, tokenizer, row):
+    """The prediction of one request with only its task's adapter (the reference)."""
+    task = get_task(row["task"])
+    model = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir), folder).eval()
+    enc = tokenizer(
+        build_source(task, row),
+        max_length=model.adapter_config.max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    k = max_target_length(task.name, tokenizer)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=k, do_sample=False)
+    return tokenizer.decode(out[0, 1 : 1 + k], skip_special_tokens=True).strip()
+
+
+def test_predict_two_adapters_with_bad_lines(
+    tiny_t5_dir, adapter_dirs, tmp_path, capsys, caplog, t5_tokenizer
+):
+    requests = tmp_path / "requests.jsonl"
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in REQUESTS]
+    requests.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "predictions.jsonl"
+    argv = [
+        "--model_name_or_path", str(tiny_t5_dir),
+        "--adapter", f"rte={adapter_dirs['rte']}",
+        "--adapter", f"sst2={adapter_dirs['sst2']}",
+        "--input", str(requests), "--output", str(output), "--batch_size", "3",
+    ]  # fmt: skip
+    result = predict.main(argv)
+    assert result["skipped"] == [3, 4, 5]
+    messages = caplog.text
+    assert ":3: invalid JSON" in messages
+    assert ":4: unknown task 'cola' (adapters given: rte, sst2)" in messages
+    assert ":5: missing field(s) ['sentence2'] for rte" in messages
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    valid = [r for r in REQUESTS if isinstance(r, dict) and r["id"] in {"r1", "s1", "s2", "r3"}]
+    assert [r["id"] for r in rows] == [r["id"] for r in valid]
+    for row, request in zip(rows, valid, strict=True):
+        assert row["task"] == request["task"]
+        assert row["prediction"] == _alone(tiny_t5_dir, adapter_dirs[request["task"]], t5_tokenizer, request)
+        if "label" in request:
+            assert row["target"] == str(request["label"])
+            assert row["correct"] == (row["prediction"] == row["target"])
+        else:
+            assert "target" not in row and "correct" not in row
+    summary = capsys.readouterr().out
+    assert "rte" in summary and "sst2" in summary and "skipped lines: 3" in summary
+    assert [line.split()[:3] for line in summary.splitlines()[1:3]] == [["rte", "2", "2"], ["sst2", "2", "1"]]
+
+
+@pytest.mark.parametrize(
+    "adapter, message",
+    [
+        ("rte", "write TASK=DIR"),
+        ("nosuch=.", "unknown task 'nosuch'"),
+        ("rte=/nonexistent", "no adapter_config.json"),
+    ],
+)
+def test_bad_arguments_fail_before_loading(tmp_path, capsys, adapter, message):
+    requests = tmp_path / "r.jsonl"
+    requests.write_text("{}\n")
+    argv = [
+        "--model_name_or_path",
+        "m",
+        "--adapter",
+        adapter,
+        "--input",
+        str(requests),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    with pytest.raises(SystemExit) as exc:
+        predict.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
