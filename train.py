@@ -23,6 +23,7 @@ from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
 from data.loading import load_task_splits
 from data.preprocess import PaddingCollator, max_target_length, tokenize_splits
+from peft.config import DEFAULT_INIT_TEXT
 from training.arguments_compat import LegacyTrainingFlags
 from training.budget_notice import library_budget_warnings_off, warn_budget
 from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
@@ -47,9 +48,9 @@ from training.modeling import (
     parameter_counts,
 )
 from training.outputs import merge_all_results, save_split_metrics, write_predictions, write_run_config
+from training.planner import ConfigError, RunPlan, plan_run
 from training.sources import check_sources
 from training.trainer import NonFiniteLossError, PromptTrainer
-from training.validation import ConfigError, RunPlan, plan_run
 
 logger = logging.getLogger("train")
 
@@ -101,7 +102,7 @@ class ModelArguments:
         },
     )
     prompt_tuning_init_text: str = field(
-        default="Classify this text is postive or not:",
+        default=DEFAULT_INIT_TEXT,
         metadata={"help": "Text for TEXT init (the original's string, typo included)."},
     )
     pretrain_init: bool = field(

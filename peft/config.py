@@ -22,6 +22,18 @@ CONFIG_NAME = "adapter_config.json"
 PEFT_TYPES = ("PROMPT_TUNING", "PROMPT_TUNING_LORA")
 INIT_TYPES = ("RANDOM", "TEXT")
 DEFAULT_INIT_TEXT = "Classify this text is postive or not:"
+# Fields that decide the adapter tensors' shapes (a resumed checkpoint must agree on all of them).
+SHAPE_FIELDS = (
+    "peft_type", "num_virtual_tokens", "token_dim", "max_length", "r", "scpp", "sub_dim_scpp",
+    "codebook_size_scpp", "scap", "sub_dim_scap", "codebook_size_scap",
+)  # fmt: skip
+
+
+def default_prompt_init(scpp: bool, scap: bool) -> str:
+    """The prompt init each method uses unless told otherwise: TEXT for PT and DePT (DePT's default, every
+    released DePT run), RANDOM for the ACCEPT variants (ACCEPT's default; TEXT cannot initialise an SCPP
+    codebook)."""
+    return "RANDOM" if scpp or scap else "TEXT"
 
 # Fields of the original configs that only steer the original loader or are unused there.
 _ORIGINAL_ONLY = (

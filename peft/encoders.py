@@ -22,6 +22,12 @@ KEY_LORA_A = "prompt_encoder.lora_embedding_A"
 KEY_LORA_B = "prompt_encoder.lora_embedding_B"
 KEY_SCAP_WEIGHT = "prompt_encoder.lora_weight"
 KEY_SCAP_CODEBOOK = "prompt_encoder.codebook_lora"
+ADAPTER_KEYS = (
+    KEY_PROMPT, KEY_PROMPT_WEIGHT, KEY_PROMPT_CODEBOOK, KEY_LORA_A, KEY_LORA_B, KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK,
+)  # fmt: skip
+# The tensors ACCEPT's transfer initialisation (--pretrain_init) copies for each side.
+SCPP_TRANSFER_KEYS = (KEY_PROMPT_WEIGHT, KEY_PROMPT_CODEBOOK)
+SCAP_TRANSFER_KEYS = (KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK)
 
 
 class DensePrompt(nn.Module):

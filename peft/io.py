@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from .encoders import (
     KEY_LORA_A,
     KEY_LORA_B,
-    KEY_PROMPT_CODEBOOK,
-    KEY_PROMPT_WEIGHT,
     KEY_SCAP_CODEBOOK,
     KEY_SCAP_WEIGHT,
+    SCAP_TRANSFER_KEYS,
+    SCPP_TRANSFER_KEYS,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ def load_transfer_init(
     are accepted; shapes are checked.
     """
     sides = (
-        (scpp_ckpt, (KEY_PROMPT_WEIGHT, KEY_PROMPT_CODEBOOK), "--pretrain_scpp_ckpt"),
-        (scap_ckpt, (KEY_SCAP_WEIGHT, KEY_SCAP_CODEBOOK), "--pretrain_scap_ckpt"),
+        (scpp_ckpt, SCPP_TRANSFER_KEYS, "--pretrain_scpp_ckpt"),
+        (scap_ckpt, SCAP_TRANSFER_KEYS, "--pretrain_scap_ckpt"),
     )
     for ckpt, keys, flag in sides:
         if ckpt is None:

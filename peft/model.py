@@ -38,6 +38,18 @@ def _family_of(model: nn.Module, config: PromptTuningConfig) -> Family:
     return detect_family(model)
 
 
+def check_position_limit(model_config: Any, num_virtual_tokens: int, max_length: int | None) -> None:
+    """ValueError when the m prompt rows plus L input positions exceed the model's position embeddings
+    (``max_position_embeddings``; models without absolute positions, e.g. T5, have no limit)."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    needed = num_virtual_tokens + (max_length or 0)
+    if isinstance(limit, int) and needed > limit:
+        raise ValueError(
+            f"--max_seq_length {max_length} + --prefix_length {num_virtual_tokens} = {needed} "
+            f"exceeds the model's max_position_embeddings {limit}; reduce one of them."
+        )
+
+
 def _hidden_size(model: nn.Module) -> int:
     return int(model.get_input_embeddings().weight.shape[1])
 
@@ -759,13 +771,7 @@ class PeftModelForSequenceClassification(PeftModel):
     prompt_position = 1
 
     def _check_model(self, model: nn.Module, config: PromptTuningConfig) -> None:
-        max_pos = getattr(model.config, "max_position_embeddings", None)
-        needed = config.num_virtual_tokens + (config.max_length or 0)
-        if max_pos is not None and needed > max_pos:
-            raise ValueError(
-                f"--prefix_length {config.num_virtual_tokens} + --max_seq_length {config.max_length} = {needed} "
-                f"exceeds the model's max_position_embeddings {max_pos}; reduce one of them."
-            )
+        check_position_limit(model.config, config.num_virtual_tokens, config.max_length)
 
     def _head_modules(self) -> dict[str, nn.Module]:
         base = self.base_model

@@ -102,14 +102,14 @@ def test_launched_processes_that_would_not_sync_are_refused(monkeypatch):
 
     from transformers.training_args import ParallelMode
 
-    from training.validation import ConfigError, _check_distributed
+    from training.planner.checks import ConfigError, check_distributed
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="--use_cpu True"):
-        _check_distributed(SimpleNamespace(parallel_mode=ParallelMode.NOT_PARALLEL))
-    _check_distributed(SimpleNamespace(parallel_mode=ParallelMode.DISTRIBUTED))
+        check_distributed(SimpleNamespace(parallel_mode=ParallelMode.NOT_PARALLEL))
+    check_distributed(SimpleNamespace(parallel_mode=ParallelMode.DISTRIBUTED))
     monkeypatch.setenv("WORLD_SIZE", "1")
-    _check_distributed(SimpleNamespace(parallel_mode=ParallelMode.NOT_PARALLEL))
+    check_distributed(SimpleNamespace(parallel_mode=ParallelMode.NOT_PARALLEL))
 
 
 def test_accelerate_configs_load_with_the_settings_the_docs_promise():

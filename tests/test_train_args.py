@@ -140,7 +140,7 @@ def test_unknown_peft_type_is_rejected_by_the_parser(capsys):
      (["--text_init", "False"], "RANDOM"), (["--peft_type", "PROMPT_TUNING"], "TEXT")],
 )  # fmt: skip
 def test_text_init_default_per_method(flags, expected, tiny_t5_dir, tmp_path):
-    from training.validation import plan_run
+    from training.planner import plan_run
 
     model, data, training = parse_args(
         ["--model_name_or_path", str(tiny_t5_dir), "--task_name", "rte", "--output_dir", str(tmp_path / "o"),

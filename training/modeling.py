@@ -17,12 +17,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from peft.config import PEFT_TYPES as ADAPTER_PEFT_TYPES
 from peft.family import Family, get_family
 from training.head_only import load_trained_tensors
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_PEFT_TYPES = ("PROMPT_TUNING", "PROMPT_TUNING_LORA")
 BASELINE_PEFT_TYPES = ("HEAD_ONLY", "FULL")
 PEFT_TYPES = ADAPTER_PEFT_TYPES + BASELINE_PEFT_TYPES
 BASELINE_METHODS = {"HEAD_ONLY": "head-only", "FULL": "full-finetuning"}

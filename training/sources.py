@@ -17,7 +17,7 @@ from huggingface_hub import constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from training.head_only import holds_trained_only
-from training.validation import ConfigError
+from training.planner.checks import ConfigError
 
 OFFLINE_RECIPE = (
     "to run offline, pass --model_name_or_path DIR and --data_dir DIR and set HF_HUB_OFFLINE=1 "
