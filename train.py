@@ -390,7 +390,7 @@ def run(
             training_args=training_args,
         )
 
-    metrics_fn = TaskMetrics(
+    task_metrics = TaskMetrics(
         task_name=plan.task.name,
         tokenizer=tokenizer,
         references={
@@ -411,7 +411,7 @@ def run(
         train_dataset=tokenized.get("train"),
         eval_dataset=tokenized.get("validation"),
         processing_class=tokenizer,
-        compute_metrics=metrics_fn,
+        compute_metrics=task_metrics.for_split("validation"),
         family=plan.family,
         max_new_tokens=target_length,
         added_embedding_lr=training_args.added_embedding_lr,
@@ -458,20 +458,15 @@ def run(
     ):
         if not enabled:
             continue
-        metrics_fn.split = split
-        metrics = trainer.predict(tokenized[split], metric_key_prefix=prefix).metrics
+        scorer = task_metrics.for_split(split)
+        metrics, predictions = trainer.predict_split(tokenized[split], scorer, prefix)
         if prefix == "eval" and trainer.state.epoch is not None:
             metrics["epoch"] = trainer.state.epoch
         if trainer.is_world_process_zero():
             save_split_metrics(output_dir, prefix, metrics)
             say("%s", metrics_line(split, metrics, prefix))
-            refs = metrics_fn.references[split]
-            write_predictions(
-                output_dir / f"predictions_{prefix}.jsonl",
-                refs.sources,
-                refs.targets,
-                metrics_fn.last_predictions[split],
-            )
+            refs = scorer.references
+            write_predictions(output_dir / f"predictions_{prefix}.jsonl", refs.sources, refs.targets, predictions)
 
     if trainer.is_world_process_zero():
         merge_all_results(

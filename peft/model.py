@@ -50,6 +50,18 @@ def check_position_limit(model_config: Any, num_virtual_tokens: int, max_length:
         )
 
 
+def divide_loss_by_accumulation(model: nn.Module) -> None:
+    """Make transformers' Trainer divide ``model``'s loss by the gradient-accumulation steps.
+
+    transformers 5 skips that division for a model whose forward takes ``**kwargs``, assuming the model
+    normalised its loss over the whole accumulated batch; T5, BERT and our wrappers return a plain mean over
+    one micro-batch, so without it k accumulation steps give a k times larger update (docs/fidelity.md,
+    F-GRAD-ACCUM). The Trainer reads ``accepts_loss_kwargs`` from the base model of a ``PeftModel``.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base.accepts_loss_kwargs = False
+
+
 def _hidden_size(model: nn.Module) -> int:
     return int(model.get_input_embeddings().weight.shape[1])
 
@@ -93,11 +105,8 @@ class PeftModel(nn.Module):
             param.requires_grad_(True)
         if init_weights:
             self._init_adapter(self.adapter, config, tokenizer)
-        if self.plain_mean_loss and not hasattr(type(model), "accepts_loss_kwargs"):
-            # transformers' Trainer inspects the unwrapped base model: a forward with **kwargs makes
-            # it skip dividing the loss by the gradient-accumulation steps, although T5/BERT losses
-            # are plain batch means (pitfalls.md, "Gradient accumulation with T5").
-            model.accepts_loss_kwargs = False
+        if self.plain_mean_loss:
+            divide_loss_by_accumulation(model)
         self.train(model.training)
 
     # ---- construction helpers ---------------------------------------------------------------------

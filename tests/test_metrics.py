@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from transformers import EvalPrediction
 
 from data.loading import load_task_splits
 from data.tasks import TASKS, get_task
@@ -27,6 +28,7 @@ from metrics.metrics import (
     squad_em_f1,
 )
 from metrics.postprocess import decode_generations, normalize_answer
+from training.evaluation import SplitReferences, TaskMetrics
 
 
 def test_hand_computed_classification():
@@ -175,3 +177,27 @@ def test_every_task_scores():
     for task in TASKS.values():
         refs = ["a"] if task.is_qa else [task.labels_list[0]]
         assert task.metric_for_best_model in compute_task_metrics(task.name, refs, refs)
+
+
+def test_split_metrics_score_each_split_and_return_predictions(t5_tokenizer):
+    """One scorer per split: its own references, the predictions as text, every example kept."""
+    refs = {
+        "validation": SplitReferences(sources=["a", "b"], targets=["1", "0"]),
+        "test": SplitReferences(sources=["c", "d", "e"], targets=["0", "0", "1"]),
+    }
+    classifier = TaskMetrics("rte", t5_tokenizer, refs, family="classifier", labels_list=("0", "1"))
+    logits = np.array([[0.0, 2.0], [1.0, 0.0], [3.0, 1.0]])  # argmax 1, 0, 0
+    test = classifier.for_split("test")
+    assert test.decode(logits, None) == ["1", "0", "0"]
+    assert test(EvalPrediction(predictions=logits, label_ids=None)) == {"accuracy": pytest.approx(100 / 3), "invalid_predictions": 0}
+    validation = classifier.for_split("validation")
+    assert validation(EvalPrediction(predictions=logits[:2], label_ids=None))["accuracy"] == 100.0
+    with pytest.raises(ValueError, match="validation: 3 predictions for 2 examples"):
+        validation(EvalPrediction(predictions=logits, label_ids=None))
+    # a generating family scores the decoded generations against the decoded labels
+    labels = [t5_tokenizer(text_target=t).input_ids for t in ("1", "0")]
+    labels = np.array([ids + [-100] * (4 - len(ids)) for ids in labels])
+    generated = np.array([[0, *t5_tokenizer("0").input_ids]] * 2)
+    seq2seq = TaskMetrics("rte", t5_tokenizer, refs).for_split("validation")
+    assert seq2seq.decode(generated, labels) == ["0", "0"]
+    assert seq2seq(EvalPrediction(predictions=generated, label_ids=labels))["accuracy"] == 50.0

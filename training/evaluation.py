@@ -1,12 +1,13 @@
-"""``compute_metrics`` for the Trainer: decode generations (or classifier logits) and score them with
-``metrics.compute_task_metrics``, keeping the decoded predictions for ``predictions_<split>.jsonl``.
+"""``compute_metrics`` for the Trainer, one callable per logical split: decode generations (or classifier
+logits) and score them with ``metrics.compute_task_metrics``; ``decode`` gives the predictions as text for
+``predictions_<split>.jsonl``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from transformers import EvalPrediction, PreTrainedTokenizerBase
@@ -41,15 +42,14 @@ class SplitReferences:
 
 @dataclass
 class TaskMetrics:
-    """Callable ``compute_metrics``; ``split`` selects the references (the Trainer's periodic evaluation
-    uses "validation"; ``train.py`` switches to "test" before ``predict``).
+    """The task's scoring; ``for_split`` gives the ``compute_metrics`` callable of one logical split.
 
     Args:
         task_name: ``--task_name``.
-        tokenizer: decodes generated ids and label ids (seq2seq/causal).
+        tokenizer: decodes generated ids and label ids (families that generate).
         references: per logical split.
-        family: one that does not generate (classifier) scores argmax logits (label index as its string,
-            STS-B: the value).
+        family: one that does not generate (classifier) is scored on argmax logits (label index as its
+            string, STS-B: the value).
     """
 
     task_name: str
@@ -57,27 +57,55 @@ class TaskMetrics:
     references: dict[str, SplitReferences]
     family: Family | str = SEQ2SEQ
     labels_list: Sequence[str] | None = None
-    split: str = "validation"
-    last_predictions: dict[str, list[str]] = field(default_factory=dict)
+
+    def for_split(self, split: str) -> SplitMetrics:
+        """The scorer of ``split`` ("validation" for the Trainer's periodic evaluation, or "test")."""
+        return SplitMetrics(self, split)
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    """``compute_metrics`` for one logical split: decodes the predictions and scores them against its references.
+
+    Args:
+        task: the task's scoring (tokenizer, family, references of every split).
+        split: "validation" or "test".
+    """
+
+    task: TaskMetrics
+    split: str
+
+    @property
+    def references(self) -> SplitReferences:
+        """Sources and targets (answers, group ids) of this split, in dataset order."""
+        return self.task.references[self.split]
 
     def __call__(self, eval_prediction: EvalPrediction) -> dict[str, float]:
-        refs = self.references[self.split]
-        if not get_family(self.family).generates:
-            predictions = self._classifier_predictions(eval_prediction.predictions)
-            references = refs.targets
+        """Metric name -> value (x100, the task's keys)."""
+        predictions, references = self._decode(eval_prediction.predictions, eval_prediction.label_ids)
+        refs = self.references
+        return compute_task_metrics(
+            self.task.task_name, predictions, references, answers=refs.answers, group_ids=refs.group_ids
+        )
+
+    def decode(self, predictions, label_ids) -> list[str]:
+        """The predictions as text, one per example in dataset order (for ``predictions_<split>.jsonl``).
+
+        ``predictions``: generated ids [N, T] or classifier logits [N, classes]; ``label_ids``: label ids [N, T]."""
+        return self._decode(predictions, label_ids)[0]
+
+    def _decode(self, predictions, label_ids) -> tuple[list[str], list[str]]:
+        """(predictions, references to score them against) as text."""
+        if get_family(self.task.family).generates:
+            texts, references = decode_generations(self.task.tokenizer, predictions, label_ids)
         else:
-            predictions, references = decode_generations(
-                self.tokenizer, eval_prediction.predictions, eval_prediction.label_ids
-            )
-        if len(predictions) != len(refs.targets):
+            texts, references = self._classifier_predictions(predictions), self.references.targets
+        if len(texts) != len(self.references.targets):
             raise ValueError(
-                f"{self.split}: {len(predictions)} predictions for {len(refs.targets)} examples "
+                f"{self.split}: {len(texts)} predictions for {len(self.references.targets)} examples "
                 "(evaluation must keep every example, in order)"
             )
-        self.last_predictions[self.split] = predictions
-        return compute_task_metrics(
-            self.task_name, predictions, references, answers=refs.answers, group_ids=refs.group_ids
-        )
+        return texts, references
 
     def _classifier_predictions(self, logits) -> list[str]:
         if isinstance(logits, tuple):
@@ -86,6 +114,7 @@ class TaskMetrics:
         if logits.ndim == 1 or logits.shape[-1] == 1:
             return [f"{value:.4g}" for value in logits.reshape(-1)]
         indices = logits.argmax(axis=-1)
-        if self.labels_list:
-            return [self.labels_list[i] for i in indices]
+        labels_list = self.task.labels_list
+        if labels_list:
+            return [labels_list[i] for i in indices]
         return [str(i) for i in indices]

@@ -22,6 +22,8 @@ from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from peft.family import Family, get_family
+from peft.model import divide_loss_by_accumulation
+from training.evaluation import SplitMetrics
 from training.head_only import mark_trained_only, trained_state_dict
 from training.optim import build_linear_schedule, build_optimizer
 from training.outputs import atomic_write_text
@@ -53,11 +55,6 @@ class PromptTrainer(Seq2SeqTrainer):
         stop_on_nan: raise ``NonFiniteLossError`` on a non-finite training loss.
     """
 
-    # The loss of T5 (and of our wrapper) is a per-batch mean: the Trainer must divide it by the number
-    # of accumulation steps. transformers 5 skips that division when the model's forward takes **kwargs
-    # (pitfalls.md B, "Gradient accumulation with T5"); these two attributes switch the division back on.
-    loss_is_scaled_for_ga = False
-
     def __init__(
         self,
         *args: Any,
@@ -74,9 +71,11 @@ class PromptTrainer(Seq2SeqTrainer):
             # (transformers turns it on for any model that is not a PreTrainedModel, as our wrapper). Set
             # before the parent builds the accelerator, which reads it.
             training_args.ddp_find_unused_parameters = False
+        model = kwargs.get("model", args[0] if args else None)
+        if model is not None:  # read by the parent's __init__; also for the HEAD_ONLY/FULL baselines
+            divide_loss_by_accumulation(model)
         super().__init__(*args, **kwargs)
         self.add_callback(LogHistoryCallback())
-        self.model_accepts_loss_kwargs = False
         self.family = get_family(family)
         self.max_new_tokens = max_new_tokens
         self.added_embedding_lr = added_embedding_lr
@@ -193,6 +192,21 @@ class PromptTrainer(Seq2SeqTrainer):
         if self.args.prediction_loss_only:
             return loss, None, None
         return loss, generated, inputs.get("labels")
+
+    def predict_split(
+        self, dataset: Any, scorer: SplitMetrics, metric_key_prefix: str
+    ) -> tuple[dict[str, float], list[str]]:
+        """Predict ``dataset`` and score it with ``scorer`` (``training.evaluation.SplitMetrics``).
+
+        Returns the metrics (keys prefixed with ``metric_key_prefix``) and the predictions as text, in dataset
+        order. The scorer of the periodic evaluation (``compute_metrics``) is restored afterwards.
+        """
+        periodic, self.compute_metrics = self.compute_metrics, scorer
+        try:
+            output = self.predict(dataset, metric_key_prefix=metric_key_prefix)
+        finally:
+            self.compute_metrics = periodic
+        return output.metrics, scorer.decode(output.predictions, output.label_ids)
 
     def _starts_with_decoder_start(self, generated: torch.Tensor) -> bool:
         start = getattr(self.model.config, "decoder_start_token_id", None)
