@@ -6,6 +6,7 @@ released checkpoints) use the ``shared_dir`` fixture, which skips with a reason 
 
 from __future__ import annotations
 
+import json
 import os
 import string
 from pathlib import Path
@@ -128,3 +129,72 @@ def tiny_bert_dir(tmp_path_factory, t5_tokenizer) -> Path:
     )
     model = BertForSequenceClassification(config)
     return _save(model, t5_tokenizer, tmp_path_factory.mktemp("tiny-bert"))
+
+
+RTE_TRAIN, RTE_VALIDATION = 16, 8  # rte is "small": HF validation is halved into validation (4) / test (4)
+
+
+def write_rte(root: Path, n_train: int = RTE_TRAIN, n_validation: int = RTE_VALIDATION) -> Path:
+    """RTE rows in the HF GLUE schema under ``root/rte/{train,validation}.jsonl``; returns ``root``."""
+    folder = root / "rte"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("validation", n_validation)):
+        rows = [
+            {
+                "sentence1": f"cat {i} sat",
+                "sentence2": "a cat" if i % 2 else "dogs fly",
+                "label": i % 2,
+                "idx": i,
+            }
+            for i in range(n)
+        ]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+def save_small_t5(path: Path, dropout: float = 0.1) -> Path:
+    """A T5 with d=16, one encoder and one decoder layer, the offline tokenizer's vocabulary (about 100 ids
+    instead of T5's 32k, so that each ``train.main`` run takes seconds); dropout makes a resumed run match
+    only when the RNG state is restored too."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = build_offline_t5_tokenizer()
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1,
+        num_heads=4, dropout_rate=dropout, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    T5ForConditionalGeneration(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def save_small_llama(path: Path) -> Path:
+    """A Llama with hidden 16, one layer, the offline tokenizer's vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_offline_t5_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, pad_token_id=0,
+        bos_token_id=None, eos_token_id=1,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_t5_dir(tmp_path_factory) -> Path:
+    return save_small_t5(tmp_path_factory.mktemp("small-t5"))
+
+
+@pytest.fixture(scope="session")
+def small_llama_dir(tmp_path_factory) -> Path:
+    return save_small_llama(tmp_path_factory.mktemp("small-llama"))
+
+
+@pytest.fixture(scope="session")
+def rte_data(tmp_path_factory) -> Path:
+    return write_rte(tmp_path_factory.mktemp("rte-data"))

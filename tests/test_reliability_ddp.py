@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_small_t5, write_rte
 from safetensors.torch import load_file
-from test_reliability_support import read_json, save_small_t5, write_rte
+from test_reliability_support import read_json
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]

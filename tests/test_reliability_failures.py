@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_reliability_support as support
 import torch
 from safetensors.torch import load_file
 from test_reliability_support import read_json, train_argv
@@ -21,7 +20,6 @@ from test_reliability_support import read_json, train_argv
 import train
 from train import main
 
-small_t5_dir, small_llama_dir, rte_data = support.small_t5_dir, support.small_llama_dir, support.rte_data
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -8,7 +8,6 @@ embedding) gives the same adapter as the run without it.
 from __future__ import annotations
 
 import pytest
-import test_reliability_support as support
 import torch
 from safetensors.torch import load_file
 from test_reliability_support import read_json, train_argv
@@ -17,7 +16,6 @@ import train
 from train import main
 
 pytestmark = pytest.mark.slow
-small_t5_dir, small_llama_dir, rte_data = support.small_t5_dir, support.small_llama_dir, support.rte_data
 TWO_STEPS = ("--max_steps", "2", "--use_cpu", "True")
 
 

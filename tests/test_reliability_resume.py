@@ -21,7 +21,6 @@ import train
 from train import main
 
 pytestmark = pytest.mark.slow
-small_t5_dir, rte_data = support.small_t5_dir, support.rte_data  # shared session fixtures
 
 RESUME_FLAGS = ("--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3")
 CHECKPOINT_FILES = {

@@ -11,15 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-import test_reliability_support as support
 import torch
 from test_reliability_support import train_argv
 from transformers import AutoModelForSeq2SeqLM
 
 from peft import PeftModel, PromptTuningConfig, get_peft_model
 from train import main
-
-small_t5_dir, small_llama_dir, rte_data = support.small_t5_dir, support.small_llama_dir, support.rte_data
 
 
 class CreatesFile:

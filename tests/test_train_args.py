@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -68,16 +67,6 @@ def test_json_argument_file(tmp_path):
 def test_contradicting_aliases_fail():
     with pytest.raises(ValueError, match="--lora_embedding_lr"):
         parse_args([*REQUIRED, "--lora_embedding_lr", "1e-3", "--added_embedding_lr", "1e-4"])
-
-
-@pytest.fixture(scope="module")
-def rte_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "rte").mkdir()
-    for split in ("train", "validation"):
-        rows = [{"sentence1": "a b", "sentence2": "c", "label": i % 2, "idx": i} for i in range(4)]
-        (root / "rte" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
 
 
 FAIL_CASES = {

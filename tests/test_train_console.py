@@ -26,7 +26,6 @@ from peft import PromptTuningConfig
 from train import main, parse_args
 from training.budget_notice import budget_warning, flags_set
 
-small_t5_dir, rte_data = support.small_t5_dir, support.rte_data
 CONSOLE_LINE_BUDGET = 15  # plan (5), progress bar, 2 evaluations, train / validation / test, results
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_rte
 from safetensors.torch import load_file
 
 from peft.budget import count_adapter_params
@@ -23,26 +24,9 @@ D = 32  # tiny models' width
 L = 24  # --max_seq_length
 
 
-def write_rte(root: Path, n_train: int = N_TRAIN, n_validation: int = N_VALIDATION) -> Path:
-    """RTE rows in the HF GLUE schema under ``root/rte/{train,validation}.jsonl``."""
-    folder = root / "rte"
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("validation", n_validation)):
-        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as handle:
-            for i in range(n):
-                row = {
-                    "sentence1": f"the cat number {i} sat on the mat",
-                    "sentence2": "a cat sat" if i % 2 else "dogs can fly",
-                    "label": i % 2,
-                    "idx": i,
-                }
-                handle.write(json.dumps(row) + "\n")
-    return root
-
-
 @pytest.fixture(scope="module")
 def rte_dir(tmp_path_factory) -> Path:
-    return write_rte(tmp_path_factory.mktemp("data"))
+    return write_rte(tmp_path_factory.mktemp("data"), n_train=N_TRAIN, n_validation=N_VALIDATION)
 
 
 def base_argv(model_dir: Path, data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
