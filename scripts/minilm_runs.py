@@ -49,7 +49,7 @@ def package_model_path(importer: Callable[[str], Any] | None = None) -> Path:
 
 def resolve_model(model_name_or_path: str | None) -> Path:
     """The model folder to pass to ``train.py`` (the package's MiniLM by default; its config lists the
-    bare ``BertModel``, which ``peft.detect_model_family`` treats as a classifier: a new head is added)."""
+    bare ``BertModel``, which ``peft.detect_family`` treats as a classifier: a new head is added)."""
     return Path(model_name_or_path) if model_name_or_path else package_model_path()
 
 
