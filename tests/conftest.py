@@ -131,6 +131,15 @@ def tiny_bert_dir(tmp_path_factory, t5_tokenizer) -> Path:
     return _save(model, t5_tokenizer, tmp_path_factory.mktemp("tiny-bert"))
 
 
+@pytest.fixture(scope="module")
+def t5_backbone(tiny_t5_dir):
+    """The tiny T5 loaded once per test module, shared by the wrappers built on it (wrapping freezes it
+    but does not change its weights)."""
+    from transformers import T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration.from_pretrained(tiny_t5_dir)
+
+
 RTE_TRAIN, RTE_VALIDATION = 16, 8  # rte is "small": HF validation is halved into validation (4) / test (4)
 
 

@@ -10,7 +10,7 @@ import datasets
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
-from transformers import AutoTokenizer, T5ForConditionalGeneration
+from transformers import AutoTokenizer
 
 from data.preprocess import PaddingCollator, max_target_length
 from peft import PromptTuningConfig, get_peft_model
@@ -24,14 +24,10 @@ METHODS = {"DePT": {}, "ACCEPT": ACCEPT}
 COPYING_OPS = {"repeat", "repeat_interleave", "tile", "clone", "contiguous", "copy_"}
 
 
-@pytest.fixture(scope="module")
-def t5(tiny_t5_dir):
-    return T5ForConditionalGeneration.from_pretrained(tiny_t5_dir)
-
-
-def _model(t5, flags: dict):
+def _model(t5_backbone, flags: dict):
     torch.manual_seed(0)
-    model = get_peft_model(t5, PromptTuningConfig(num_virtual_tokens=M, max_length=L, r=2, **flags))
+    config = PromptTuningConfig(num_virtual_tokens=M, max_length=L, r=2, **flags)
+    model = get_peft_model(t5_backbone, config)
     with torch.no_grad():
         for param in model.adapter.parameters():
             param.copy_(torch.randn_like(param))
@@ -75,8 +71,8 @@ class _Ops(TorchFunctionMode):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_composition_once_per_forward_and_generate(method, t5):
-    model = _model(t5, METHODS[method])
+def test_composition_once_per_forward_and_generate(method, t5_backbone):
+    model = _model(t5_backbone, METHODS[method])
     batch = _batch()
     model.train()
     with _count_composition(model) as calls:
@@ -89,8 +85,8 @@ def test_composition_once_per_forward_and_generate(method, t5):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_prompt_and_update_are_broadcast_not_copied(method, t5):
-    model = _model(t5, METHODS[method]).eval()
+def test_prompt_and_update_are_broadcast_not_copied(method, t5_backbone):
+    model = _model(t5_backbone, METHODS[method]).eval()
     batch = _batch()
     with model.materialized():
         prompt, added = model.adapter.compose()
@@ -128,10 +124,10 @@ def _eval_rows(with_labels: bool) -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows)
 
 
-def test_materialised_evaluation_composes_once(t5, tiny_t5_dir, tmp_path):
+def test_materialised_evaluation_composes_once(t5_backbone, tiny_t5_dir, tmp_path):
     """ACCEPT (SCPP + SCAP); the benchmark's --quick run checks the other methods' evaluation too."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
-    model = _model(t5, ACCEPT)
+    model = _model(t5_backbone, ACCEPT)
     trainer = _trainer(model, tokenizer, tmp_path, max_new_tokens=3)
     with _count_composition(model) as calls:
         output = trainer.predict(_eval_rows(with_labels=True))
@@ -145,13 +141,14 @@ def test_materialised_evaluation_composes_once(t5, tiny_t5_dir, tmp_path):
 
 
 @pytest.mark.parametrize(("eos_logit", "steps_per_batch"), [(1e4, 1), (-1e4, 3)])
-def test_generation_stops_at_target_length_or_when_all_finished(eos_logit, steps_per_batch, t5, tiny_t5_dir,
-                                                                 tmp_path):  # fmt: skip
+def test_generation_stops_at_target_length_or_when_all_finished(
+    eos_logit, steps_per_batch, t5_backbone, tiny_t5_dir, tmp_path
+):
     """Decoder calls per batch: 1 when every sequence emits EOS at once, max_new_tokens when none does."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
-    model = _model(t5, METHODS["DePT"])
+    model = _model(t5_backbone, METHODS["DePT"])
     trainer = _trainer(model, tokenizer, tmp_path, max_new_tokens=max_target_length("rte", tokenizer))
-    eos = t5.generation_config.eos_token_id
+    eos = t5_backbone.generation_config.eos_token_id
 
     def force(module, inputs, output):
         output = output.clone()
@@ -159,8 +156,8 @@ def test_generation_stops_at_target_length_or_when_all_finished(eos_logit, steps
         return output
 
     decoder_calls = [0]
-    hooks = [t5.lm_head.register_forward_hook(force),
-             t5.decoder.register_forward_hook(lambda *_: decoder_calls.__setitem__(0, decoder_calls[0] + 1))]  # fmt: skip
+    hooks = [t5_backbone.lm_head.register_forward_hook(force),
+             t5_backbone.decoder.register_forward_hook(lambda *_: decoder_calls.__setitem__(0, decoder_calls[0] + 1))]  # fmt: skip
     try:
         output = trainer.predict(_eval_rows(with_labels=False))  # no labels: no loss forward
     finally:

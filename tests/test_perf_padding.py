@@ -12,7 +12,7 @@ import functools
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, T5ForConditionalGeneration
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from data.preprocess import PaddingCollator, tokenize_splits
 from peft import PromptTuningConfig, get_peft_model
@@ -72,15 +72,9 @@ def tokenizer(tiny_t5_dir):
     return AutoTokenizer.from_pretrained(tiny_t5_dir)
 
 
-@pytest.fixture(scope="module")
-def t5(tiny_t5_dir):
-    """One frozen backbone shared by the wrappers (wrapping does not change its weights)."""
-    return T5ForConditionalGeneration.from_pretrained(tiny_t5_dir)
-
-
 @pytest.mark.parametrize(("method", "multiple"), [(m, None) for m in METHODS] + [("ACCEPT", 8)])
-def test_seq2seq_dynamic_equals_fixed_padding(method, multiple, t5, tokenizer):
-    model = _t5_model(t5, METHODS[method])
+def test_seq2seq_dynamic_equals_fixed_padding(method, multiple, t5_backbone, tokenizer):
+    model = _t5_model(t5_backbone, METHODS[method])
     fixed, dynamic = _batches(tokenizer, "seq2seq", multiple)
     n = dynamic["input_ids"].shape[1]
     assert fixed["input_ids"].shape[1] == L and n < L  # the test really shortens the batch
@@ -106,9 +100,9 @@ def test_seq2seq_dynamic_equals_fixed_padding(method, multiple, t5, tokenizer):
         assert abs(misaligned / loss_fixed - 1) > 1e-4
 
 
-def test_update_rows_beyond_the_batch_do_not_matter(t5, tokenizer):
+def test_update_rows_beyond_the_batch_do_not_matter(t5_backbone, tokenizer):
     """Rows >= the batch length only ever meet padded positions: changing them changes nothing."""
-    model = _t5_model(t5, METHODS["DePT"])
+    model = _t5_model(t5_backbone, METHODS["DePT"])
     fixed, dynamic = _batches(tokenizer, "seq2seq")
     n = dynamic["input_ids"].shape[1]
     with torch.no_grad():
