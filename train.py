@@ -21,6 +21,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
+from data.labels import labeled_count
 from data.loading import load_task_splits
 from data.preprocess import PaddingCollator, max_target_length, tokenize_splits
 from peft.config import DEFAULT_INIT_TEXT
@@ -28,6 +29,7 @@ from training.arguments_compat import LegacyTrainingFlags
 from training.budget_notice import library_budget_warnings_off, warn_budget
 from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
 from training.evaluation import SplitReferences, TaskMetrics
+from training.flag_checks import numeric_flag_problem
 from training.logs import (
     CONSOLE,
     LOG_ONLY,
@@ -40,6 +42,7 @@ from training.logs import (
     setup_logging,
 )
 from training.modeling import (
+    ADAPTER_PEFT_TYPES,
     DTYPES,
     PEFT_TYPES,
     build_model,
@@ -47,8 +50,16 @@ from training.modeling import (
     log_parameter_table,
     parameter_counts,
 )
-from training.outputs import merge_all_results, save_split_metrics, write_predictions, write_run_config
+from training.outputs import save_split_metrics, write_all_results, write_predictions, write_run_config
 from training.planner import ConfigError, RunPlan, plan_run
+from training.resume_record import check_resume_point, fixed_flags
+from training.run_dir import (
+    OutputDirLock,
+    RunDirError,
+    is_finished,
+    move_previous_run_aside,
+    training_finished,
+)
 from training.sources import check_sources
 from training.trainer import NonFiniteLossError, PromptTrainer
 
@@ -209,6 +220,13 @@ class TrainingArguments(LegacyTrainingFlags, Seq2SeqTrainingArguments):
         default=None,
         metadata={"help": "Learning rate of the added side (A, B or SCAP); default: --learning_rate."},
     )
+    allow_changed_resume_flags: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume although learning rates, schedule, batch size, seed or method flags differ from the "
+            "checkpoint's (listed in the error otherwise); the new values are applied and recorded."
+        },
+    )
     stop_on_nan: bool = field(
         default=True,
         metadata={"help": "Stop (exit != 0) on a NaN/inf training loss, before the optimizer step."},
@@ -254,7 +272,7 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
     if not needed:
         raise ConfigError("nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     try:
-        return load_task_splits(
+        splits = load_task_splits(
             plan.task.name,
             data_dir=data_args.data_dir,
             seed=training_args.seed,
@@ -276,6 +294,13 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
         raise ConfigError(
             f"--data_dir is needed: loading {plan.task.name} from the hub failed ({exc})"
         ) from exc
+    selects_best = training_args.do_train and training_args.load_best_model_at_end
+    if selects_best and "validation" in splits and labeled_count(plan.task, splits["validation"]) == 0:
+        raise ConfigError(
+            f"--load_best_model_at_end picks the checkpoint by validation {plan.task.metric_for_best_model}, but "
+            "no validation row has a label; give labeled validation data or drop --load_best_model_at_end."
+        )
+    return splits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,28 +314,76 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    lock = None
     try:
-        model_args, data_args, training_args = parse_args(argv)
-        set_console_verbose(is_verbose_level(training_args.log_level))
-        check_sources(model_args, data_args)
-        with library_budget_warnings_off():
-            plan = plan_run(model_args, data_args, training_args)
-        warn_budget(plan.peft_config, plan.token_dim, model_args)
-        raw_splits = load_data(data_args, training_args, plan)
-    except ConfigError as exc:
-        logger.error("%s", " ".join(str(exc).split()))  # one line, also for a library's multi-line message
-        return 2
-    except KeyboardInterrupt:
-        logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)
-        return 130
+        try:
+            model_args, data_args, training_args = parse_args(argv)
+            set_console_verbose(is_verbose_level(training_args.log_level))
+            output_dir = Path(training_args.output_dir)
+            if training_args.process_index == 0:
+                lock = OutputDirLock(output_dir)
+                if output_dir.is_dir():
+                    lock.acquire()  # first of all: a running run's folder is reported as such
+            if is_finished(output_dir) and not training_args.overwrite_output_dir:
+                return report_finished(output_dir)
+            check_sources(model_args, data_args)
+            with library_budget_warnings_off():
+                plan = plan_run(model_args, data_args, training_args)
+            warn_budget(plan.peft_config, plan.token_dim, model_args)
+            problem = numeric_flag_problem(model_args, data_args, training_args, plan.model_config)
+            if problem:
+                raise ConfigError(problem)
+            resume_changes = check_resume_point(
+                plan.resume_from_checkpoint,
+                fixed_flags(model_args, data_args, training_args),
+                allow_changes=training_args.allow_changed_resume_flags,
+                adapter_run=model_args.peft_type in ADAPTER_PEFT_TYPES,
+            )
+            raw_splits = load_data(data_args, training_args, plan)
+            if lock is not None:
+                lock.acquire()
+                if training_args.overwrite_output_dir:
+                    move_previous_run_aside(output_dir)
+        except (ConfigError, RunDirError) as exc:
+            logger.error("%s", " ".join(str(exc).split()))  # one line, also for a library's multi-line message
+            return 2
+        except KeyboardInterrupt:
+            logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)
+            return 130
+        return run_logged(model_args, data_args, training_args, plan, raw_splits, resume_changes)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def report_finished(output_dir: Path) -> int:
+    """A finished run is not redone: one line, exit 0."""
+    say(
+        "%s holds a finished run (all_results.json); nothing to do. Pass --overwrite_output_dir to start "
+        "over, or choose another --output_dir.",
+        output_dir,
+    )
+    return 0
+
+
+def run_logged(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    plan: RunPlan,
+    raw_splits,
+    resume_changes: dict,
+) -> int:
+    """``run`` with ``output.log`` attached (appended to when the run continues an earlier one)."""
     set_library_verbosity(training_args.get_process_log_level())
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     log_file = None
+    continues = plan.resume_from_checkpoint is not None or training_finished(output_dir)
     if training_args.should_save:
-        log_file = attach_log_file(output_dir / "output.log", append=plan.resume_from_checkpoint is not None)
+        log_file = attach_log_file(output_dir / "output.log", append=continues)
     try:
-        return run(model_args, data_args, training_args, plan, raw_splits)
+        return run(model_args, data_args, training_args, plan, raw_splits, resume_changes)
     except KeyboardInterrupt:
         logger.warning(
             "%s", interrupted_message(output_dir, training_args.overwrite_output_dir), extra=CONSOLE
@@ -332,9 +405,15 @@ def run(
     training_args: TrainingArguments,
     plan: RunPlan,
     raw_splits,
+    resume_changes: dict | None = None,
 ) -> int:
-    """The run after validation: tokenise, build the model, train, evaluate, predict, write results."""
+    """The run after validation: tokenise, build the model, train, evaluate, predict, write results.
+
+    When an earlier call of the same command finished training (final adapter and ``train_results.json``
+    written) but not the evaluation, training is not redone: its weights are loaded and evaluated.
+    """
     output_dir = Path(training_args.output_dir)
+    trained_before = training_args.do_train and training_finished(output_dir)
     # Model selection by the task's metric (first occurrence wins on ties: strictly greater replaces).
     training_args.metric_for_best_model = plan.task.metric_for_best_model
     training_args.greater_is_better = True
@@ -369,7 +448,7 @@ def run(
         model = build_model(plan, model_args, tokenizer)
     log_parameter_table(model)
     trainable, total = parameter_counts(model)
-    if training_args.should_save:
+    if training_args.should_save and not trained_before:
         write_run_config(
             output_dir,
             {
@@ -384,6 +463,7 @@ def run(
                 "trainable_params": trainable,
                 "metric_for_best_model": plan.task.metric_for_best_model,
                 "resumed_from": plan.resume_from_checkpoint,
+                "resume_changed_flags": resume_changes or {},
             },
             model_args=model_args,
             data_args=data_args,
@@ -416,6 +496,7 @@ def run(
         max_new_tokens=target_length,
         added_embedding_lr=training_args.added_embedding_lr,
         stop_on_nan=training_args.stop_on_nan,
+        resume_flags=fixed_flags(model_args, data_args, training_args),
     )
     progress = use_console_progress(trainer)
     if trainer.is_world_process_zero():
@@ -434,7 +515,11 @@ def run(
         ):
             say("%s", line)
 
-    if training_args.do_train:
+    if trained_before:
+        logger.info("training finished in an earlier call; evaluating its weights from %s", output_dir)
+        trainer.load_trained_weights(output_dir)
+        progress.close()
+    elif training_args.do_train:
         try:
             result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
         except NonFiniteLossError as exc:
@@ -469,7 +554,7 @@ def run(
             write_predictions(output_dir / f"predictions_{prefix}.jsonl", refs.sources, refs.targets, predictions)
 
     if trainer.is_world_process_zero():
-        merge_all_results(
+        write_all_results(
             output_dir, {"trainable_params": trainable, "trainable_params_percent": 100.0 * trainable / total}
         )
         say("results in %s (all_results.json; the full log is output.log)", output_dir)

@@ -8,6 +8,7 @@ and the columns ``source``, ``target``, ``task`` plus ``label`` (classification:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import datasets
 import torch
 
+from data.labels import check_rows
 from data.tasks import LARGE_HOLDOUT, LOGICAL_SPLITS, SCITAIL_LABELS, SPLIT_SEED, TaskSpec, get_task
 from metrics.postprocess import mark_wsc_spans, pad_punctuation, remove_markup, stsb_target
 
@@ -43,7 +45,45 @@ def local_split_path(data_dir: str | Path, task_name: str, hf_split: str) -> Pat
 
 
 def _load_local(path: Path) -> datasets.Dataset:
-    return datasets.load_dataset(_BUILDERS[path.suffix], data_files=str(path), split="train")
+    """Read a local split; an empty, non-UTF-8 or malformed file raises ValueError naming file and line."""
+    check_text_file(path)
+    try:
+        return datasets.load_dataset(_BUILDERS[path.suffix], data_files=str(path), split="train")
+    except Exception as exc:  # the builders raise many types (ArrowInvalid, DatasetGenerationError, ...)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} cannot be read as {path.suffix[1:]} ({detail})") from exc
+
+
+def check_text_file(path: Path) -> None:
+    """A .jsonl/.json/.csv split must be non-empty UTF-8; every .jsonl line must be one JSON object."""
+    if path.suffix == ".parquet":
+        return
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty; it needs at least one row")
+    with path.open("rb") as handle:
+        rows = 0
+        for number, raw_line in enumerate(handle, 1):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{path} line {number}: not UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8"
+                ) from exc
+            if path.suffix != ".jsonl" or not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path} line {number}: not valid JSON ({exc.msg}, column {exc.colno})"
+                ) from exc
+            if not isinstance(row, dict):
+                raise ValueError(
+                    f"{path} line {number}: a row must be a JSON object, got {type(row).__name__}"
+                )
+            rows += 1
+    if path.suffix == ".jsonl" and rows == 0:
+        raise ValueError(f"{path} holds no rows; it needs at least one")
 
 
 def _load_hub(task: TaskSpec, hf_split: str) -> datasets.Dataset:
@@ -285,25 +325,49 @@ def load_task_splits(
     if unknown:
         raise ValueError(f"Unknown split(s) {sorted(unknown)}; valid: {LOGICAL_SPLITS}")
     n_obs = {"train": max_train_samples, "validation": max_eval_samples, "test": max_predict_samples}
-    raw_cache: dict[str, datasets.Dataset] = {}
+    raw_cache: dict[str, tuple[datasets.Dataset, str]] = {}
     out = {}
     for logical in splits:
         hf_split = hf_split_for(task, logical, split_validation_test)
         if hf_split not in raw_cache:
             raw, origin = _load_raw(task, hf_split, data_dir)
             _check_schema(task, raw, origin)
-            raw_cache[hf_split] = raw
-        raw = raw_cache[hf_split]
+            raw_cache[hf_split] = (raw, origin)
+        raw, origin = raw_cache[hf_split]
         indices = split_indices(task.split_rule, logical, len(raw), n_obs[logical], split_validation_test)
         selected = raw if indices is None else raw.select(indices)
+        if len(selected) == 0:
+            raise ValueError(_empty_split_message(task, logical, origin, len(raw), split_validation_test))
+        names = [n for n in (*task.required_fields, task.label_field) if n in selected.column_names]
+        unlabeled = check_rows(
+            task,
+            {name: list(selected[name]) for name in names},
+            range(len(raw)) if indices is None else indices,
+            origin,
+            logical,
+        )
+        if unlabeled:
+            logger.warning(
+                "%s/%s: %d of %d rows are unlabeled; they get predictions but are left out of the scores",
+                task.name, logical, unlabeled, len(selected),
+            )  # fmt: skip
         formatted = format_dataset(task, selected, add_prefix, num_proc)
         if logical == "train" and task.max_train_rows is not None and len(formatted) > task.max_train_rows:
             formatted = formatted.select(range(task.max_train_rows))
         if logical == "train" and k_shot_example is not None:
             formatted = sample_k_shot(task, formatted, k_shot_example, seed)
-        if not task.is_qa and len(formatted) and min(formatted["label"]) == UNLABELED:
-            logger.warning(
-                "%s/%s has unlabeled rows: predictions only, metrics will be skipped", task.name, logical
-            )
         out[logical] = formatted
     return datasets.DatasetDict(out)
+
+
+def _empty_split_message(
+    task: TaskSpec, logical: str, origin: str, n_rows: int, split_validation_test: bool
+) -> str:
+    """Why ``logical`` came out empty, and the fix."""
+    message = f"Task {task.name!r}: the {logical} split is empty ({origin} has {n_rows} rows)"
+    if split_validation_test and task.split_rule == "large" and logical == "train":
+        return (
+            f"{message}: DePT's split of this large task holds out {LARGE_HOLDOUT} rows for validation and "
+            f"trains on the rest; give more than {LARGE_HOLDOUT} rows or pass --split_validation_test False"
+        )
+    return f"{message}; add rows to the file"

@@ -194,16 +194,26 @@ def compute_task_metrics(
         predictions, references: decoded, stripped strings (references: the target strings).
         answers: QA only; all gold answers per example -> adds ``em_all_answers``/``f1_all_answers``.
         group_ids: MultiRC only; question id per answer option -> adds ``em``.
-    Rows without a label (reference None or "") make the scores undefined: they are skipped with
-    a warning and only ``invalid_predictions`` (classification) is returned.
+    Rows without a label (reference None or "") are left out of the scores (``invalid_predictions``
+    still counts every row); when no row has a label only ``invalid_predictions`` (classification) is
+    returned.
     """
     task = get_task(task_name)
     _check_lengths(predictions, references)
     predictions = [str(p) for p in predictions]
     result: dict[str, float] = {}
-    if any(is_unlabeled(r) for r in references):
-        logger.warning("%s: references without labels; metrics skipped", task_name)
+    labeled = [i for i, r in enumerate(references) if not is_unlabeled(r)]
+    if not labeled:
+        logger.warning("%s: no reference has a label; metrics skipped", task_name)
         return {} if task.is_qa else {"invalid_predictions": count_invalid(task_name, predictions)}
+    invalid = count_invalid(task_name, predictions)
+    if len(labeled) < len(references):
+        logger.warning("%s: %d of %d rows have no label; scored on the others", task_name,
+                       len(references) - len(labeled), len(references))  # fmt: skip
+        predictions = [predictions[i] for i in labeled]
+        references = [references[i] for i in labeled]
+        answers = None if answers is None else [answers[i] for i in labeled]
+        group_ids = None if group_ids is None else [group_ids[i] for i in labeled]
     references = [str(r) for r in references]
     if task.is_qa:
         result.update(squad(predictions, references))
@@ -216,5 +226,5 @@ def compute_task_metrics(
                 result.update(multirc_exact_match(predictions, references, group_ids))
             continue
         result.update(_CLASSIFICATION_METRICS[name](predictions, references))
-    result["invalid_predictions"] = count_invalid(task_name, predictions)
+    result["invalid_predictions"] = invalid
     return result

@@ -245,6 +245,10 @@ class PromptTuningConfig:
             logger.info("adapter config: keeping unknown fields %s in extra_fields", unknown)
         if known.get("prompt_tuning_init") is not None:
             known["prompt_tuning_init"] = str(known["prompt_tuning_init"]).upper()
+        declared = {f.name: str(f.type) for f in fields(cls)}
+        for name, value in known.items():
+            if not _has_declared_type(value, declared[name]):
+                raise ValueError(f"field {name!r} must be {declared[name]}, got {value!r}")
         return cls(**known, extra_fields=extra)
 
     def save_pretrained(self, save_directory: str | Path) -> Path:
@@ -261,4 +265,29 @@ class PromptTuningConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"No {CONFIG_NAME} in {directory}.")
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            return cls.from_dict(data)
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}; fix the file or save the adapter again") from exc
+
+
+def _has_declared_type(value: Any, declared: str) -> bool:
+    """Whether a JSON value fits a field annotation ("int", "bool", "float", "str", "X | None", "dict[...]")."""
+    options = [option.strip() for option in declared.split("|")]
+    if value is None:
+        return "None" in options
+    for option in options:
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if option == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if option == "str" and isinstance(value, str):
+            return True
+        if option.startswith("dict") and isinstance(value, dict):
+            return True
+    return False

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .encoders import (
@@ -60,7 +61,13 @@ def read_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     """Load every tensor of the adapter file on CPU, keys canonicalised."""
     path = adapter_file(directory)
     if path.suffix == ".safetensors":
-        raw = load_file(str(path), device="cpu")
+        try:
+            raw = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(
+                f"{path} is not a readable safetensors file ({_first_line(exc)}): truncated, empty or not "
+                "written by save_pretrained; save the adapter again"
+            ) from exc
     else:
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -77,6 +84,30 @@ def read_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: entry {key!r} is not a tensor.")
         out[canonical_key(key)] = value
     return out
+
+
+# DePT's released prompt-only adapters lack A and B; with B = 0 at construction the added update is zero.
+OPTIONAL_TOGETHER = frozenset({KEY_LORA_A, KEY_LORA_B})
+
+
+def check_adapter_state(state: Mapping[str, torch.Tensor], expected: Iterable[str], source: str) -> None:
+    """Every ``expected`` tensor is in ``state`` (A and B may be absent together) and every value is finite.
+
+    Raises ValueError naming ``source`` and the tensors: an adapter file with no tensors, without its
+    prompt, or with NaN/inf values would otherwise be evaluated as a random or NaN adapter.
+    """
+    expected = set(expected)
+    missing = expected - set(state)
+    if missing and not (missing <= OPTIONAL_TOGETHER and OPTIONAL_TOGETHER <= missing):
+        raise ValueError(
+            f"{source} lacks the adapter tensors {sorted(missing)} (it holds {sorted(state) or 'no tensors'}); "
+            "use the folder the adapter was saved to"
+        )
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{source}: tensor {key} holds NaN or infinite values; use an earlier checkpoint"
+            )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -204,8 +204,10 @@ def test_fixture_tasks_load(caplog):
     paws = load_task_splits("paws", data_dir=FIXTURES)
     assert [len(paws[s]) for s in ("train", "validation", "test")] == [3, 2, 2]
     with caplog.at_level(logging.WARNING):
-        nq = load_task_splits("nq", data_dir=FIXTURES)
-    assert [len(nq[s]) for s in ("train", "validation", "test")] == [0, 3, 3] and "held out" in caplog.text
+        nq = load_task_splits("nq", data_dir=FIXTURES, splits=("validation", "test"))
+    assert [len(nq[s]) for s in ("validation", "test")] == [3, 3] and "held out" in caplog.text
+    with pytest.raises(ValueError, match="train split is empty .*--split_validation_test False"):
+        load_task_splits("nq", data_dir=FIXTURES)  # all 3 train rows are held out for validation
     row = nq["test"][0]
     assert row["answers"] == ["William Shakespeare", "Shakespeare"] and row["target"] == "William Shakespeare"
     assert set(nq["test"].column_names) == {"source", "target", "task", "answers"}

@@ -196,11 +196,13 @@ def all_tasks_dir(shared_dir, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("task_name", PAPER_TASKS)
 def test_every_paper_task_loads_and_tokenises(all_tasks_dir, t5_tokenizer, task_name):
-    splits = load_task_splits(task_name, data_dir=all_tasks_dir, max_train_samples=6, max_eval_samples=6,
-                              max_predict_samples=6)  # fmt: skip
     qa = task_name in ("nq", "hotpotqa", "searchqa", "newsqa")
-    sizes = [len(splits[s]) for s in ("train", "validation", "test")]
-    assert sizes[1] > 0 and sizes[2] > 0 and (sizes[0] == 0 if qa else sizes[0] == 6), sizes  # QA: tiny train
+    # QA: the tiny train files are all held out for validation, which leaves train empty (an error)
+    needed = ("validation", "test") if qa else ("train", "validation", "test")
+    splits = load_task_splits(task_name, data_dir=all_tasks_dir, max_train_samples=6, max_eval_samples=6,
+                              max_predict_samples=6, splits=needed)  # fmt: skip
+    sizes = [len(splits[s]) for s in needed]
+    assert all(sizes) and (qa or sizes[0] == 6), sizes
     length, tgt_len = 128, max_target_length(task_name, t5_tokenizer)
     assert tgt_len == (20 if qa else 3)
     out = tokenize_splits(splits, t5_tokenizer, "seq2seq", length, tgt_len)

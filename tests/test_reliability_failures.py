@@ -116,7 +116,7 @@ class HalfWriter:
         self.handle.write(text[: len(text) // 2]); self.handle.flush()
         os._exit(9)  # killed mid-write: no finally, no except, no atexit
 outputs.os.fdopen = lambda fd, *a, **k: HalfWriter(real_fdopen(fd, *a, **k))
-outputs.merge_all_results({str(tmp_path)!r}, {{"test_accuracy": 70.0}})
+outputs.write_all_results({str(tmp_path)!r}, {{"test_accuracy": 70.0}})
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 9, done.stderr

@@ -191,18 +191,29 @@ def test_best_checkpoint_is_reloaded(tiny_t5_dir, rte_dir, tmp_path):
 
 
 def test_resume_and_overwrite(tiny_t5_dir, rte_dir, tmp_path):
-    """A second run in the same folder resumes from its last checkpoint; --overwrite_output_dir restarts."""
+    """A finished run is not redone; a longer run continues its checkpoint elsewhere (with the changed flag
+    allowed); --overwrite_output_dir restarts and moves the old run aside."""
     out = tmp_path / "run"
     argv = base_argv(
         tiny_t5_dir, rte_dir, out, "--max_steps", "2", "--do_eval", "False", "--do_predict", "False"
     )
     assert main(argv) == 0
-    argv[argv.index("--max_steps") + 1] = "3"
-    assert main(argv) == 0
-    assert read_json(out / "run_config.json")["resumed_from"].endswith("checkpoint-2")
-    assert read_json(out / "trainer_state.json")["global_step"] == 3
+    assert main([*argv, "--max_steps", "3"]) == 0  # finished: nothing redone
+    assert read_json(out / "trainer_state.json")["global_step"] == 2
+    longer = base_argv(
+        tiny_t5_dir, rte_dir, tmp_path / "longer", "--max_steps", "3", "--do_eval", "False", "--do_predict",
+        "False", "--resume_from_checkpoint", str(out / "checkpoint-2"), "--allow_changed_resume_flags", "True",
+    )  # fmt: skip
+    assert main(longer) == 0
+    config = read_json(tmp_path / "longer" / "run_config.json")
+    assert config["resumed_from"].endswith("checkpoint-2")
+    assert config["resume_changed_flags"] == {"max_steps": {"checkpoint": 2, "now": 3}}
+    assert read_json(tmp_path / "longer" / "trainer_state.json")["global_step"] == 3
     assert main([*argv, "--overwrite_output_dir"]) == 0
     assert read_json(out / "run_config.json")["resumed_from"] is None
+    assert sorted(p.name for p in (tmp_path / ".run.previous").glob("*_results.json")) == [
+        "all_results.json", "eval_results.json", "train_results.json",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("peft_type", "method"), [("HEAD_ONLY", "head-only"), ("FULL", "full-finetuning")])

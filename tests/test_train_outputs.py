@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from training.outputs import atomic_write_json, merge_all_results, save_split_metrics, write_predictions
+from training.outputs import atomic_write_json, save_split_metrics, write_all_results, write_predictions
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
@@ -43,7 +43,8 @@ class _Unserialisable:
 def test_split_metrics_merge_into_all_results(tmp_path):
     save_split_metrics(tmp_path, "train", {"train_loss": 0.5, "epoch": 1.0})
     save_split_metrics(tmp_path, "eval", {"eval_accuracy": 75.0, "epoch": 1.0})
-    merge_all_results(tmp_path, {"trainable_params": 76800})
+    assert not (tmp_path / "all_results.json").exists()  # written last: it marks a finished run
+    write_all_results(tmp_path, {"trainable_params": 76800})
     assert json.loads((tmp_path / "all_results.json").read_text()) == {
         "train_loss": 0.5, "epoch": 1.0, "eval_accuracy": 75.0, "trainable_params": 76800,
     }  # fmt: skip

@@ -11,9 +11,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from training.logs import CONSOLE
+from training.run_dir import last_complete_checkpoint
 
 logger = logging.getLogger("train")
 
@@ -164,7 +164,7 @@ def use_console_progress(trainer: Any) -> ConsoleProgress:
 
 def interrupted_message(output_dir: str | Path, overwrite_output_dir: bool) -> str:
     """The line printed on Ctrl-C: where the last checkpoint is and how to resume from it."""
-    last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    last = last_complete_checkpoint(output_dir) if Path(output_dir).is_dir() else None
     if last is None:
         how = "the same command" if overwrite_output_dir else "the same command with --overwrite_output_dir"
         return f"interrupted: no checkpoint was saved yet in {output_dir}; rerun {how} to start again."

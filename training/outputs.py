@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 RESULTS_SUFFIX = "_results.json"
 ALL_RESULTS = "all_results.json"
 RUN_CONFIG = "run_config.json"
+RESULT_SPLITS = ("train", "eval", "test")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -61,20 +62,21 @@ def _json_default(value: Any) -> Any:
 
 
 def save_split_metrics(output_dir: str | os.PathLike, split: str, metrics: Mapping[str, Any]) -> None:
-    """Write ``<split>_results.json`` and merge the same keys into ``all_results.json`` (HF convention)."""
+    """Write ``<split>_results.json`` (``all_results.json`` is written once, at the end of a run)."""
+    atomic_write_json(Path(output_dir) / f"{split}{RESULTS_SUFFIX}", dict(metrics))
+
+
+def write_all_results(output_dir: str | os.PathLike, extra: Mapping[str, Any]) -> None:
+    """``all_results.json``: the keys of every ``{train,eval,test}_results.json`` in ``output_dir`` plus
+    ``extra``. Written last: its presence marks a finished run."""
     output_dir = Path(output_dir)
-    atomic_write_json(output_dir / f"{split}{RESULTS_SUFFIX}", dict(metrics))
-    merge_all_results(output_dir, metrics)
-
-
-def merge_all_results(output_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
-    """Update ``all_results.json`` with ``metrics`` (keys already carry their split prefix)."""
-    path = Path(output_dir) / ALL_RESULTS
     merged: dict[str, Any] = {}
-    if path.is_file():
-        merged = json.loads(path.read_text(encoding="utf-8"))
-    merged.update(metrics)
-    atomic_write_json(path, merged)
+    for split in RESULT_SPLITS:
+        path = output_dir / f"{split}{RESULTS_SUFFIX}"
+        if path.is_file():
+            merged.update(json.loads(path.read_text(encoding="utf-8")))
+    merged.update(extra)
+    atomic_write_json(output_dir / ALL_RESULTS, merged)
 
 
 def write_predictions(

@@ -14,19 +14,24 @@ import json
 import logging
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_pt_utils import nested_gather
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peft.family import Family, get_family
+from peft.io import load_tensors_into, read_adapter_tensors
 from peft.model import divide_loss_by_accumulation
 from training.evaluation import SplitMetrics
 from training.head_only import mark_trained_only, trained_state_dict
 from training.optim import build_linear_schedule, build_optimizer
 from training.outputs import atomic_write_text
+from training.resume_record import read_record, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ class PromptTrainer(Seq2SeqTrainer):
         max_new_tokens: tokens generated per example at evaluation (the task's max target length).
         added_embedding_lr: learning rate of the added side; None = ``args.learning_rate``.
         stop_on_nan: raise ``NonFiniteLossError`` on a non-finite training loss.
+        resume_flags: the flags a checkpoint fixes (``training.resume_record.fixed_flags``), recorded with
+            the running loss sum in every checkpoint's ``resume_record.json``; None writes no record.
     """
 
     def __init__(
@@ -62,6 +69,7 @@ class PromptTrainer(Seq2SeqTrainer):
         max_new_tokens: int,
         added_embedding_lr: float | None = None,
         stop_on_nan: bool = True,
+        resume_flags: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
@@ -81,6 +89,8 @@ class PromptTrainer(Seq2SeqTrainer):
         self.added_embedding_lr = added_embedding_lr
         self.stop_on_nan = stop_on_nan
         self.last_finite_loss: float | None = None
+        self.resume_flags = resume_flags
+        self._loss_sum_before_resume = 0.0
 
     # ---- optimisation -------------------------------------------------------------------------
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -107,6 +117,22 @@ class PromptTrainer(Seq2SeqTrainer):
                 num_training_steps,
             )
         return self.lr_scheduler
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """``Trainer.train``; after a resume ``train_loss`` is the mean over the whole run (the Trainer alone
+        averages the steps of this call only), from the loss sum recorded in the checkpoint."""
+        record = read_record(resume_from_checkpoint) if isinstance(resume_from_checkpoint, str) else None
+        self._loss_sum_before_resume = float(record["train_loss_sum"]) if record else 0.0
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if record is None:
+            if isinstance(resume_from_checkpoint, str):
+                logger.warning(
+                    "%s has no resume record: train_loss covers this call's steps only",
+                    resume_from_checkpoint,
+                )
+            return output
+        loss = (self._loss_sum_before_resume + self._total_loss_scalar) / max(self.state.global_step, 1)
+        return output._replace(training_loss=loss, metrics=dict(output.metrics, train_loss=loss))
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
@@ -221,6 +247,73 @@ class PromptTrainer(Seq2SeqTrainer):
         padded = tensor.new_full((tensor.shape[0], length), pad_id)
         padded[:, : tensor.shape[1]] = tensor
         return padded
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, preceded by ``resume_record.json`` (flags, loss sum so far)."""
+        if self.resume_flags is not None:
+            pending = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
+            loss_sum = self._loss_sum_before_resume + self._total_loss_scalar + pending
+            if self.args.should_save:
+                folder = (
+                    Path(self._get_output_dir(trial=trial))
+                    / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                )
+                write_record(folder, self.resume_flags, loss_sum, self.state.global_step)
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Adapter runs read only ``adapter_model.safetensors`` of the checkpoint (the Trainer would prefer a
+        full ``model.safetensors`` there and load it non-strictly); every adapter tensor must be in it."""
+        model = model if model is not None else self.model
+        named = getattr(model, "named_adapter_tensors", None)
+        if named is None:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        tensors = named()
+        state = read_adapter_tensors(resume_from_checkpoint)
+        load_tensors_into(tensors, state, str(resume_from_checkpoint), required=tuple(tensors))
+
+    def load_trained_weights(self, folder: str | os.PathLike) -> None:
+        """Load the final weights a finished training wrote to ``folder`` (adapter, or the baseline model)."""
+        self._load_from_checkpoint(str(folder))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """Restore optimizer and schedule (``weights_only=True``), then apply this run's learning rates.
+
+        The restored schedule carries the checkpoint's peak learning rates; they are replaced by the current
+        ``--learning_rate``/``--added_embedding_lr`` (identical values when the flags did not change, so an
+        exact resume stays exact), and each group's rate is recomputed on the current schedule.
+        """
+        if checkpoint is None:
+            return
+        folder = Path(checkpoint)
+        plain = not (self.is_deepspeed_enabled or self.is_fsdp_enabled) and self.args.world_size <= 1
+        if plain and (folder / "optimizer.pt").is_file() and (folder / "scheduler.pt").is_file():
+            self.optimizer.load_state_dict(
+                torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+            )
+            self.lr_scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        else:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        self._apply_current_learning_rates()
+
+    def _apply_current_learning_rates(self) -> None:
+        scheduler = self.lr_scheduler
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        added = self.added_embedding_lr if self.added_embedding_lr is not None else self.args.learning_rate
+        peaks = {"added": added}
+        base_lrs = [
+            peaks.get(group.get("name"), self.args.learning_rate) for group in self.optimizer.param_groups
+        ]
+        for group, base, factor in zip(
+            self.optimizer.param_groups, base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(scheduler.last_epoch)
+        scheduler.base_lrs = base_lrs
+        scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ---- files --------------------------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

@@ -13,7 +13,7 @@ from peft import PromptTuningConfig
 from peft.config import SHAPE_FIELDS
 from peft.encoders import ADAPTER_KEYS, PromptAdapter
 from peft.family import Family
-from peft.io import read_adapter_tensors
+from peft.io import check_adapter_state, read_adapter_tensors
 from training.planner.checks import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ def check_adapter_tensors(
         raise ConfigError(f"{flag}: {exc}") from exc
     with torch.device("meta"):
         expected = PromptAdapter(config, token_dim).named_adapter_tensors()
+    try:
+        check_adapter_state(state, expected if keys is None else keys, flag)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     foreign = sorted(k for k in state if k in ADAPTER_KEYS and k not in expected)
     if keys is None and foreign:
         raise ConfigError(

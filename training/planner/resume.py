@@ -6,9 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from training.planner.checks import ConfigError
+from training.run_dir import last_complete_checkpoint, run_entries, training_finished
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +36,13 @@ def resolve_output_dir(training_args: Any) -> str | None:
         return str(explicit)
     if not training_args.do_train or not out.is_dir() or training_args.overwrite_output_dir:
         return None
-    last = get_last_checkpoint(str(out))
+    last = last_complete_checkpoint(out)
     if last is not None:
         logger.info("resuming from %s (pass --overwrite_output_dir to start from scratch)", last)
         return last
     if str(explicit).lower() == "true":
         raise ConfigError(f"--resume_from_checkpoint True: no checkpoint-* folder in --output_dir {out}.")
-    if any(out.iterdir()):
+    if run_entries(out) and not training_finished(out):
         raise ConfigError(
             f"--output_dir {out} is not empty and holds no checkpoint to resume; pass --overwrite_output_dir "
             "or choose another directory."
