@@ -55,11 +55,8 @@ LOG_PATTERNS = ("output.log", "*.log", "*.err", "*.out")
 
 
 def last_error_line(log_path: Path) -> str | None:
-    """The last line of a log that looks like an error (``...Error: msg``, an ERROR record, ``Killed``, OOM).
-
-    A traceback header is only used when no more specific line follows it; None when the log is
-    absent or has no such line.
-    """
+    """The last line of a log that looks like an error (``...Error: msg``, ``Killed``, OOM); a traceback
+    header only when no more specific line follows it; None when the log is absent or has no such line."""
     if not log_path.is_file():
         return None
     lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -71,11 +68,8 @@ def last_error_line(log_path: Path) -> str | None:
 
 
 def run_error(run_dir: Path) -> str | None:
-    """The last error line of ``output.log``, else of other ``*.log``/``*.err``/``*.out`` files in the run.
-
-    train.py's ``output.log`` holds logged errors; an uncaught traceback goes to the process's stderr,
-    which sweep scripts usually redirect into a file next to it.
-    """
+    """The last error line of ``output.log`` (logged errors), else of other ``*.log``/``*.err``/``*.out``
+    files in the run (an uncaught traceback goes to stderr, which sweep scripts redirect next to it)."""
     paths = dict.fromkeys(path for pattern in LOG_PATTERNS for path in sorted(run_dir.glob(pattern)))
     return next((line for line in map(last_error_line, paths) if line), None)
 
@@ -142,6 +136,11 @@ class Run:
         except KeyError:
             return default
 
+    def get_int(self, key: str) -> int | None:
+        """A config value as an int, None when absent."""
+        value = self.get(key)
+        return None if value is None else int(value)
+
     @property
     def method(self) -> str:
         return str(self.get("method", "?"))
@@ -154,11 +153,6 @@ class Run:
     def model(self) -> str:
         """Short model name from ``model_name_or_path`` (see ``model_name``)."""
         return model_name(str(self.get("model_name_or_path", "?")))
-
-    def get_int(self, key: str) -> int | None:
-        """A config value as an int, None when absent."""
-        value = self.get(key)
-        return None if value is None else int(value)
 
     @property
     def seed(self) -> int | None:
@@ -227,13 +221,8 @@ def is_run_dir(path: Path) -> bool:
 
 def load_run(path: Path) -> Run:
     """Read one run directory (missing files give None fields)."""
-    return Run(
-        path=path,
-        config=read_json(path / "run_config.json"),
-        results=read_json(path / "all_results.json"),
-        state=read_json(path / "trainer_state.json"),
-        error=run_error(path),
-    )
+    files = (read_json(path / name) for name in ("run_config.json", "all_results.json", "trainer_state.json"))
+    return Run(path, *files, error=run_error(path))
 
 
 def discover_runs(roots: Sequence[str | Path]) -> list[Run]:
@@ -265,6 +254,11 @@ def group_name(key: GroupKey) -> str:
     """``t5-base / DePT / rte`` (``/ k=16`` for few-shot)."""
     model, method, task, k = key
     return f"{model} / {method} / {task}" + (f" / k={k}" if k is not None else "")
+
+
+def seed_order(seeds: Iterable[int | None]) -> list[int | None]:
+    """Seeds ascending, a missing seed (None) last."""
+    return sorted(seeds, key=lambda s: (s is None, s or 0))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -312,6 +306,15 @@ class GroupResult:
     runs: list[Run]
 
 
+def why_unfinished(run: Run, metric_keys: Sequence[str]) -> str:
+    """Why a run is not usable: its error, no all_results.json, or the metrics it lacks."""
+    if run.error:
+        return f'failed: "{run.error}"'
+    if run.results is None:
+        return "no all_results.json (running or killed)"
+    return f"all_results.json lacks {[k for k in metric_keys if k not in run.results]}"
+
+
 @dataclass
 class Group:
     """All runs of one (model, method, task, k_shot)."""
@@ -327,8 +330,7 @@ class Group:
     @property
     def expected_seeds(self) -> list[int | None]:
         """Union of the seeds seen in any setting of the group (the sweep's seed list)."""
-        seeds = {seed for s in self.settings.values() for seed in s.runs}
-        return sorted(seeds, key=lambda s: (s is None, s or 0))
+        return seed_order({seed for s in self.settings.values() for seed in s.runs})
 
     def varying_keys(self) -> list[str]:
         """Config keys whose value differs between the group's settings (the swept hyperparameters)."""
@@ -361,15 +363,7 @@ class Group:
                 runs = setting.runs.get(seed, [])
                 if not runs:
                     notes.append(f"{label}: seed {seed} missing")
-                for run in runs:
-                    absent = [k for k in metric_keys if run.results is None or k not in run.results]
-                    if run.error:
-                        why = f'failed: "{run.error}"'
-                    elif run.results is None:
-                        why = "no all_results.json (running or killed)"
-                    else:
-                        why = f"all_results.json lacks {absent}"
-                    notes.append(f"{label}: seed {seed} {why} [{run.path}]")
+                notes += [f"{label}: seed {seed} {why_unfinished(run, metric_keys)} [{run.path}]" for run in runs]
         notes += [f"unreadable run (no run_config.json): {r.path}" for r in self.unreadable]
         return notes
 
@@ -401,29 +395,13 @@ class Group:
             return None
         complete_any = any(c[0] for c in candidates)
         pool = [c for c in candidates if c[0] == complete_any]
-        best = pool[0]
-        for cand in pool[1:]:
-            if (cand[1][0] > best[1][0]) if greater else (cand[1][0] < best[1][0]):
-                best = cand
-        complete, val, key, done = best
-        chosen = [done[s] for s in sorted(done, key=lambda s: (s is None, s or 0))]
-        test = {}
-        for m in test_metrics:
-            mean, std = mean_std([float(r.results[f"test_{m}"]) for r in chosen])
-            test[m] = (mean, std, len(chosen))
-        return GroupResult(
-            key=self.key,
-            selection_metric=metric,
-            setting=self.describe(key),
-            seeds=[r.seed for r in chosen],
-            val_mean=val[0],
-            val_std=val[1],
-            test=test,
-            params={p for p in (r.trainable_params for r in chosen) if p is not None},
-            complete=complete,
-            settings_tried=len(self.settings),
-            runs=chosen,
-        )
+        complete, val, key, done = (max if greater else min)(pool, key=lambda c: c[1][0])  # ties: the first
+        chosen = [done[s] for s in seed_order(done)]
+        test = {m: (*mean_std([float(r.results[f"test_{m}"]) for r in chosen]), len(chosen)) for m in test_metrics}
+        params = {p for p in (r.trainable_params for r in chosen) if p is not None}
+        return GroupResult(key=self.key, selection_metric=metric, setting=self.describe(key),
+                           seeds=[r.seed for r in chosen], val_mean=val[0], val_std=val[1], test=test, params=params,
+                           complete=complete, settings_tried=len(self.settings), runs=chosen)  # fmt: skip
 
 
 def group_runs(runs: Iterable[Run], extra_ignored: Iterable[str] = ()) -> tuple[dict[GroupKey, Group], list[Run]]:
