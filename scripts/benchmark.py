@@ -1,16 +1,13 @@
 """Training/evaluation speed of PT, DePT and ACCEPT with fixed (L) and dynamic padding, in one run.
 
-The backbone is a randomly initialised T5 built from a config (no weights are downloaded): T5-small
-widths by default (d=512, 6+6 layers, 8 heads, d_ff 2048, vocab 32128), ``--size base`` for T5-base.
-Input lengths come from real task data when ``--data_dir`` (with ``<task>/train.jsonl``, formatted by
-``data.loading``) and ``--tokenizer`` (a T5 tokenizer folder) are given; otherwise they are drawn from a
-log-normal with the task's mean length.
+The backbone is a random T5 built from a config (nothing downloaded): T5-small widths by default,
+``--size base`` for T5-base. Input lengths come from real rows with ``--data_dir`` (``<task>/train.jsonl``)
+and ``--tokenizer`` (a T5 tokenizer folder), else from a log-normal with the task's mean length.
 
-Each case is a function ``case_<name>(bench) -> Section`` (``--cases`` picks them; ``CASES`` lists
-them). All methods (the grid of ``scripts/_grid.py``: PT m=100, DePT m=60 r=30, ACCEPT SCPP / SCAP /
-both within the paper's budget at width d) share one frozen backbone; configurations are interleaved
-step by step so that load from other processes hits all of them alike; medians over ``--steps`` after
-``--warmup`` steps:
+Each case is a function ``case_<name>(bench) -> Section`` (``--cases`` picks among ``CASES``). All
+methods (the grid of ``scripts/_grid.py``: PT m=100, DePT m=60 r=30, ACCEPT SCPP / SCAP / both within
+the paper's budget) share one frozen backbone; configurations are interleaved step by step so that load
+from other processes hits all alike; medians over ``--steps`` after ``--warmup`` steps:
 
 * ``train``: training step (forward + backward + AdamW) in ms, real tokens/s, examples/s and peak
   memory (CPU: RSS sampled during the step above the RSS before it; GPU: max allocated), with fixed
@@ -213,18 +210,9 @@ def build_backbone(size: str, num_layers: int | None, device: torch.device) -> t
     """A random T5ForConditionalGeneration with the named widths (dropout 0.1 like T5)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    widths = dict(SIZES[size])
-    if num_layers:
-        widths["num_layers"] = num_layers
-    config = T5Config(
-        vocab_size=T5_VOCAB,
-        num_decoder_layers=widths["num_layers"],
-        dropout_rate=0.1,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-        **widths,
-    )
+    widths = {**SIZES[size], **({"num_layers": num_layers} if num_layers else {})}
+    config = T5Config(vocab_size=T5_VOCAB, num_decoder_layers=widths["num_layers"], dropout_rate=0.1,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **widths)  # fmt: skip
     torch.manual_seed(0)
     return T5ForConditionalGeneration(config).to(device)
 
@@ -254,10 +242,10 @@ class DecoderSetup:
     trainees: dict[str, Trainee]
 
     @property
-    def description(self) -> str:
+    def shape(self) -> dict[str, int]:
         c = self.backbone.config
-        return (f"Decoder-only backbone: random Llama d={c.hidden_size}, {c.num_hidden_layers} layers, "
-                f"{c.num_attention_heads} heads, d_ff {c.intermediate_size}, vocab {c.vocab_size}.")  # fmt: skip
+        return {"d_model": c.hidden_size, "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
+                "d_ff": c.intermediate_size, "vocab": c.vocab_size}  # fmt: skip
 
 
 @dataclass
@@ -276,10 +264,17 @@ class Trainee:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def wrap(backbone: torch.nn.Module, name: str, kwargs: dict[str, Any], max_len: int) -> Trainee:
-    """``get_peft_model`` with ``PromptTuningConfig(**kwargs)`` in training mode, and its AdamW."""
+@contextlib.contextmanager
+def budget_warnings_off() -> Iterator[None]:
+    """The grid's configurations are counted already; their ``BudgetWarning`` is noise here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BudgetWarning)
+        yield
+
+
+def wrap(backbone: torch.nn.Module, name: str, kwargs: dict[str, Any], max_len: int) -> Trainee:
+    """``get_peft_model`` with ``PromptTuningConfig(**kwargs)`` in training mode, and its AdamW."""
+    with budget_warnings_off():
         model = get_peft_model(backbone, PromptTuningConfig(max_length=max_len, **kwargs))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -329,19 +324,15 @@ class PeakMemory:
             out.append((max(peak, self._rss()) - base) / 2**20)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @contextlib.contextmanager
 def stopwatch(device: torch.device) -> Iterator[list[float]]:
     """Wall seconds of the block (device synchronised at both ends), appended to the yielded list."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda _: None
     out: list[float] = []
-    synchronize(device)
+    sync(device)
     start = time.perf_counter()
     yield out
-    synchronize(device)
+    sync(device)
     out.append(time.perf_counter() - start)
 
 
@@ -383,7 +374,7 @@ def run_interleaved(series: list[Series], bench: Bench) -> list[dict[str, Any]]:
     rounds = len(series[0].batches)
     for r in range(rounds):
         for s in series:
-            batch = {k: v.to(bench.device) for k, v in s.batches[r].items()}
+            batch = to_device(s.batches[r], bench.device)
             with bench.memory.measure(s.memory_mib), stopwatch(bench.device) as seconds:
                 s.step(batch)
             s.seconds += seconds
@@ -484,51 +475,36 @@ def step_ratios(train: list[dict[str, Any]], tasks: list[str]) -> list[dict[str,
         if num in ms and den in ms:
             out.append({"ratio": name, "method": method, "value": ms[num] / ms[den]})
 
+    dept_and_accept = ("DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
     for task in tasks:
         for padding in ("dynamic", "dynamic+grouped"):
-            for method in ("DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT"):
-                add(
-                    f"{task}: fixed L / {padding} step",
-                    method,
-                    (method, fixed, "fixed"),
-                    (method, task, padding),
-                )
+            for method in dept_and_accept:
+                add(f"{task}: fixed L / {padding} step", method, (method, fixed, "fixed"), (method, task, padding))
     for task, padding in [(fixed, "fixed")] + [(t, "dynamic+grouped") for t in tasks]:
         for method in ("ACCEPT", "ACCEPT-SCPP", "ACCEPT-SCAP"):
-            add(
-                f"{method} / DePT step ({task}, {padding})",
-                method,
-                (method, task, padding),
-                ("DePT", task, padding),
-            )
-    for method in ("DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT"):
+            add(f"{method} / DePT step ({task}, {padding})", method, (method, task, padding), ("DePT", task, padding))
+    for method in dept_and_accept:
         add("m=60 / PT m=100 step (fixed L)", method, (method, fixed, "fixed"), ("PT", fixed, "fixed"))
     return out
 
 
-def training_section(
-    bench: Bench, task_rows: dict[str, TaskRows], trainees: dict[str, Trainee], prefix: str = ""
-) -> Section:
+def training_section(bench: Bench, task_rows: dict[str, TaskRows], trainees: dict[str, Trainee],
+                     prefix: str = "") -> Section:  # fmt: skip
     """Training steps of every method: fixed padding on the first task, dynamic (random / grouped) on all.
     JSON keys and the heading start with ``prefix`` (the decoder-only case's "decoder_")."""
     args = bench.args
     first = next(iter(task_rows.values()))
     plans = [(first.name, "fixed", bench.batches(first, False, args.max_seq_length))]
     for task, rows in task_rows.items():
-        plans += [(task, "dynamic", bench.batches(rows, False, None))]
-        plans += [(task, "dynamic+grouped", bench.batches(rows, True, None))]
+        plans += [(task, "dynamic", bench.batches(rows, False, None)),
+                  (task, "dynamic+grouped", bench.batches(rows, True, None))]  # fmt: skip
     series = [Series(n, task, padding, batches, t.step, t.params)
               for task, padding, batches in plans for n, t in trainees.items()]  # fmt: skip
     logger.info("%d configurations x %d steps, interleaved", len(series), args.warmup + args.steps)
     train = run_interleaved(series, bench)
-    epoch = {
-        t: {
-            "random": epoch_mean_batch_length(r.lengths, args.batch_size, False, args.seed),
-            "grouped": epoch_mean_batch_length(r.lengths, args.batch_size, True, args.seed),
-            "mean example": float(np.mean(r.lengths)),
-        }
-        for t, r in task_rows.items()
-    }
+    epoch = {t: {"random": epoch_mean_batch_length(r.lengths, args.batch_size, False, args.seed),
+                 "grouped": epoch_mean_batch_length(r.lengths, args.batch_size, True, args.seed),
+                 "mean example": float(np.mean(r.lengths))} for t, r in task_rows.items()}  # fmt: skip
     ratios = step_ratios(train, list(task_rows))
     columns = [("method", "method", 0), ("params", "trainable_params", 0), ("task", "task", 0),
                ("padding", "padding", 0), ("mean batch len", "mean_batch_length", 1), ("ms/step", "ms_per_step", 0),
@@ -540,9 +516,7 @@ def training_section(
     lines += [f"- {t}: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()) for t, s in epoch.items()] + [""]
     lines += table("### Step-time ratios", [("ratio", "ratio", 0), ("method", "method", 0), ("measured", "value", 2)],
                    ratios)  # fmt: skip
-    return Section(
-        {prefix + "train": train, prefix + "epoch_batch_length": epoch, prefix + "ratios": ratios}, lines
-    )
+    return Section({prefix + "train": train, prefix + "epoch_batch_length": epoch, prefix + "ratios": ratios}, lines)
 
 
 def case_train(bench: Bench) -> Section:
@@ -554,48 +528,52 @@ def case_decoder_train(bench: Bench) -> Section:
     """Training steps of the Llama-shaped backbone: left padding to L against exact dynamic padding."""
     decoder = bench.decoder
     section = training_section(bench, decoder.rows, decoder.trainees, "decoder_")
-    c = decoder.backbone.config
-    shape = {"d_model": c.hidden_size, "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
-             "d_ff": c.intermediate_size, "vocab": c.vocab_size}  # fmt: skip
-    data = {**section.data, "decoder_config": shape}
-    return Section(data, [decoder.description, ""] + section.markdown)
+    s = decoder.shape
+    description = (f"Decoder-only backbone: random Llama d={s['d_model']}, {s['num_layers']} layers, "
+                   f"{s['num_heads']} heads, d_ff {s['d_ff']}, vocab {s['vocab']}.")  # fmt: skip
+    return Section({**section.data, "decoder_config": s}, [description, ""] + section.markdown)
 
 
-def evaluate(
-    trainee: Trainee, rows: TaskRows, bench: Bench, fixed_length: int | None = None
-) -> dict[str, Any]:
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def generate_and_score(model: Any, batch: dict[str, torch.Tensor], new_tokens: int) -> torch.Tensor:
+    """One evaluation step: greedy generation of ``new_tokens`` then the loss forward; the generated rows."""
+    out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         max_new_tokens=new_tokens, do_sample=False, num_beams=1)  # fmt: skip
+    model(**batch)
+    return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """``model`` in eval mode and without gradients for the block, back in training mode after it."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train()
+
+
+def evaluate(trainee: Trainee, rows: TaskRows, bench: Bench, fixed_length: int | None = None) -> dict[str, Any]:
     """Materialised generation + loss over ``--eval_examples`` (dynamic padding, or padding to ``fixed_length``):
     examples/s, composition calls, and a digest of the generated tokens (decoder-only: the new ones)."""
-    model = trainee.model
-    model.eval()
+    model, size = trainee.model, bench.args.batch_size
     adapter = model.adapter
     modules = [adapter.prompt] + ([adapter.added] if adapter.added is not None else [])
     examples = rows.validation[: bench.args.eval_examples]
-    size = bench.args.batch_size
-    batches = [
-        collate(examples[i : i + size], fixed_length, rows.family) for i in range(0, len(examples), size)
-    ]
+    batches = [collate(examples[i : i + size], fixed_length, rows.family) for i in range(0, len(examples), size)]
     digest = hashlib.sha1()
-    with (
-        torch.no_grad(),
-        model.materialized(),
-        count_calls(modules) as calls,
-        stopwatch(bench.device) as seconds,
-    ):
+    with eval_mode(model), model.materialized(), count_calls(modules) as calls, stopwatch(bench.device) as seconds:
         for batch in batches:
-            batch = {k: v.to(bench.device) for k, v in batch.items()}
-            out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 max_new_tokens=rows.target_length, do_sample=False, num_beams=1)  # fmt: skip
+            batch = to_device(batch, bench.device)
+            out = generate_and_score(model, batch, rows.target_length)
             new = out if model.config.is_encoder_decoder else out[:, batch["input_ids"].shape[1] :]
             digest.update(repr(new.tolist()).encode())
-            model(**batch)
-    model.train()
-    return {
-        "method": trainee.name,
-        "examples_per_s": len(examples) / seconds[0],
-        "composition_calls_in_loop": calls[0],
-        "predictions_sha1": digest.hexdigest(),
-    }
+    return {"method": trainee.name, "examples_per_s": len(examples) / seconds[0],
+            "composition_calls_in_loop": calls[0], "predictions_sha1": digest.hexdigest()}  # fmt: skip
 
 
 def einsum_events(trainee: Trainee, rows: TaskRows, bench: Bench, materialized: bool) -> int:
@@ -603,15 +581,10 @@ def einsum_events(trainee: Trainee, rows: TaskRows, bench: Bench, materialized: 
     from torch.profiler import ProfilerActivity, profile
 
     model = trainee.model
-    model.eval()
-    batch = collate(rows.validation[: bench.args.batch_size], None)
-    batch = {k: v.to(bench.device) for k, v in batch.items()}
+    batch = to_device(collate(rows.validation[: bench.args.batch_size], None), bench.device)
     context = model.materialized() if materialized else contextlib.nullcontext()
-    with torch.no_grad(), context, profile(activities=[ProfilerActivity.CPU]) as prof:
-        model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       max_new_tokens=rows.target_length, do_sample=False)  # fmt: skip
-        model(**batch)
-    model.train()
+    with eval_mode(model), context, profile(activities=[ProfilerActivity.CPU]) as prof:
+        generate_and_score(model, batch, rows.target_length)
     return sum(e.count for e in prof.key_averages() if e.key == "aten::einsum")
 
 
@@ -679,19 +652,13 @@ def case_scaling(bench: Bench) -> Section:
     for key, values in (("m", args.m_values), ("L", args.l_values)):
         for value in values:
             m, length = (value, args.max_seq_length) if key == "m" else (PROMPT_LENGTH, value)
-            trainee = wrap(
-                bench.backbone, f"{key}={value}", {"num_virtual_tokens": m, "r": DEPT_RANK}, length
-            )
+            trainee = wrap(bench.backbone, f"{key}={value}", {"num_virtual_tokens": m, "r": DEPT_RANK}, length)
             batches = [collate([_truncate(rows.train[i], length) for i in b], length) for b in idx]
-            series.append(
-                Series(trainee.name, rows.name, f"fixed L={length}", batches, trainee.step, trainee.params)
-            )
+            series.append(Series(trainee.name, rows.name, f"fixed L={length}", batches, trainee.step, trainee.params))
     out: dict[str, list[dict[str, Any]]] = {"m": [], "L": []}
     for row in run_interleaved(series, bench):
         key, value = row["method"].split("=")
-        out[key].append(
-            {key: int(value), **{k: row[k] for k in ("ms_per_step", "tokens_per_s", "peak_memory_mib")}}
-        )
+        out[key].append({key: int(value), **{k: row[k] for k in ("ms_per_step", "tokens_per_s", "peak_memory_mib")}})
     lines = ["### Scaling (DePT r=30, fixed padding)", ""]
     lines += table("", [(f"m (L={args.max_seq_length})", "m", 0), ("ms/step", "ms_per_step", 0)], out["m"])
     lines += table("", [(f"L (m={PROMPT_LENGTH})", "L", 0), ("ms/step", "ms_per_step", 0)], out["L"])
@@ -702,37 +669,41 @@ SERVING_ADAPTERS, SERVING_ROWS = 8, 4
 """The serving case: this many adapters (the grid's methods in turn, tasks in turn) x rows each."""
 
 
+def serving_model(bench: Bench, names: list[str]) -> Any:
+    """One adapter per name on the shared backbone (the grid's methods in turn), random weights, eval mode."""
+    methods = list(bench.methods.values())
+    configs = [PromptTuningConfig(max_length=bench.args.max_seq_length, **methods[i % len(methods)])
+               for i in range(len(names))]  # fmt: skip
+    with budget_warnings_off():
+        model = get_peft_model(bench.backbone, configs[0])
+        for name, config in zip(names[1:], configs[1:], strict=True):
+            model.add_adapter(name, config)
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.02)
+    return model
+
+
 def case_serving(bench: Bench) -> Section:
     """Many adapters on one frozen model: one mixed batch (``adapter_names``) vs one call per adapter.
 
     Greedy generation of the task's target length, every adapter materialised once; the two ways
     are interleaved per round, and whether they give identical tokens is checked.
     """
-    args, methods = bench.args, list(bench.methods.items())
+    args, tasks = bench.args, bench.args.tasks
     names = ["default"] + [f"adapter{i}" for i in range(1, SERVING_ADAPTERS)]
-    model = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BudgetWarning)
-        for i, name in enumerate(names):
-            config = PromptTuningConfig(max_length=args.max_seq_length, **methods[i % len(methods)][1])
-            if model is None:
-                model = get_peft_model(bench.backbone, config)
-            else:
-                model.add_adapter(name, config)
-    model.eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.02)
+    model = serving_model(bench, names)
     groups = {}  # adapter -> its rows (tasks in turn, distinct validation rows)
     for i, name in enumerate(names):
-        rows = bench.rows[args.tasks[i % len(args.tasks)]]
-        start = (i // len(args.tasks)) * SERVING_ROWS
-        groups[name] = [rows.validation[(start + k) % len(rows.validation)] for k in range(SERVING_ROWS)]
+        rows = bench.rows[tasks[i % len(tasks)]].validation
+        start = (i // len(tasks)) * SERVING_ROWS
+        groups[name] = [rows[(start + k) % len(rows)] for k in range(SERVING_ROWS)]
     new_tokens = max(r.target_length for r in bench.rows.values())
 
     def generate(rows: list[dict[str, list[int]]], adapter_names: list[str] | None) -> torch.Tensor:
-        batch = {k: v.to(bench.device) for k, v in collate(rows, None).items()}
+        batch = to_device(collate(rows, None), bench.device)
         return model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               adapter_names=adapter_names, max_new_tokens=new_tokens, do_sample=False)  # fmt: skip
 
@@ -747,7 +718,7 @@ def case_serving(bench: Bench) -> Section:
     mixed_rows = [row for rows in groups.values() for row in rows]
     mixed_names = [name for name in names for _ in range(SERVING_ROWS)]
     seconds: dict[str, list[float]] = {"mixed": [], "separate": []}
-    with torch.no_grad(), model.materialized():
+    with eval_mode(model), model.materialized():
         for _ in range(args.warmup + args.steps):
             with stopwatch(bench.device) as mixed_s:
                 mixed = generate(mixed_rows, mixed_names)
@@ -755,34 +726,21 @@ def case_serving(bench: Bench) -> Section:
                 alone = separate()
             seconds["mixed"] += mixed_s
             seconds["separate"] += separate_s
-    bench.backbone.train()
-    identical = all(
-        torch.equal(mixed[i * SERVING_ROWS : (i + 1) * SERVING_ROWS, : out.shape[1]], out)
-        for i, out in enumerate(alone)
-    )
+    identical = all(torch.equal(mixed[i * SERVING_ROWS : (i + 1) * SERVING_ROWS, : out.shape[1]], out)
+                    for i, out in enumerate(alone))  # fmt: skip
     total = SERVING_ADAPTERS * SERVING_ROWS
     median = {k: statistics.median(v[args.warmup :]) for k, v in seconds.items()}
-    results = [
-        {"mode": f"one mixed batch of {total}", "calls": 1, "ms": 1000 * median["mixed"], "rows_per_s": total / median["mixed"]},
-        {"mode": f"{SERVING_ADAPTERS} separate calls of {SERVING_ROWS}", "calls": SERVING_ADAPTERS,
-         "ms": 1000 * median["separate"], "rows_per_s": total / median["separate"]},
-    ]  # fmt: skip
+    modes = {"mixed": (f"one mixed batch of {total}", 1),
+             "separate": (f"{SERVING_ADAPTERS} separate calls of {SERVING_ROWS}", SERVING_ADAPTERS)}  # fmt: skip
+    results = [{"mode": mode, "calls": calls, "ms": 1000 * median[k], "rows_per_s": total / median[k]}
+               for k, (mode, calls) in modes.items()]  # fmt: skip
     ratio = median["separate"] / median["mixed"]
-    title = (
-        f"### Serving ({SERVING_ADAPTERS} adapters x {SERVING_ROWS} rows, {', '.join(args.tasks)} lengths, "
-        f"greedy generation of {new_tokens} tokens)"
-    )
+    title = (f"### Serving ({SERVING_ADAPTERS} adapters x {SERVING_ROWS} rows, {', '.join(tasks)} lengths, "
+             f"greedy generation of {new_tokens} tokens)")  # fmt: skip
     columns = [("mode", "mode", 0), ("calls", "calls", 0), ("ms", "ms", 0), ("rows/s", "rows_per_s", 1)]
-    lines = table(title, columns, results) + [
-        f"Mixed / separate throughput: {ratio:.2f}x; identical tokens: {'yes' if identical else 'NO'}.",
-        "",
-    ]
-    data = {
-        "rows": results,
-        "throughput_ratio": ratio,
-        "identical_tokens": identical,
-        "new_tokens": new_tokens,
-    }
+    lines = table(title, columns, results)
+    lines += [f"Mixed / separate throughput: {ratio:.2f}x; identical tokens: {'yes' if identical else 'NO'}.", ""]
+    data = {"rows": results, "throughput_ratio": ratio, "identical_tokens": identical, "new_tokens": new_tokens}
     return Section({"serving": data}, lines)
 
 
@@ -802,18 +760,12 @@ DEFAULT_CASES = ["train", "evaluation", "scaling"]
 # ---- main ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags; ``--quick`` shrinks sizes and steps. A one-line error for missing data or tokenizer folders."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--size", choices=list(SIZES), default="small", help="backbone widths (default T5-small)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=list(SIZES), default="small", help="backbone widths (default T5-small)")
     parser.add_argument("--num_layers", type=int, default=None, help="override encoder/decoder depth")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=DEFAULT_CASES, help="cases to run")
     parser.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
-    parser.add_argument(
-        "--data_dir", default=None, help="folder with <task>/train.jsonl (default: synthetic lengths)"
-    )
+    parser.add_argument("--data_dir", default=None, help="folder with <task>/train.jsonl (default: synthetic lengths)")
     parser.add_argument("--tokenizer", default=None, help="T5 tokenizer folder (needed with --data_dir)")
     parser.add_argument("--max_rows", type=int, default=20000, help="training rows per task to sample from")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -828,9 +780,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decoder_layers", type=int, default=4)
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes, 2 steps per configuration (smoke run)"
-    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 steps per configuration (smoke run)")
     parser.add_argument("--json", default=None, help="write the report as JSON here")
     parser.add_argument("--markdown", default=None, help="write the Markdown tables here")
     args = parser.parse_args(argv)
@@ -839,9 +789,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--data_dir needs --tokenizer with a T5 tokenizer folder (got {args.tokenizer!r})")
         missing = [t for t in args.tasks if not (Path(args.data_dir) / t).is_dir()]
         if missing:
-            parser.error(
-                f"--data_dir {args.data_dir} has no folder for {missing}; pass another --data_dir or --tasks"
-            )
+            parser.error(f"--data_dir {args.data_dir} has no folder for {missing}; pass another --data_dir or --tasks")
     if args.quick:
         args.size, args.batch_size, args.max_seq_length = "tiny", 4, 64
         args.steps, args.warmup, args.scaling_steps, args.max_rows, args.eval_examples = 2, 0, 2, 200, 8
@@ -881,18 +829,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()
     logging.getLogger("peft").setLevel(logging.ERROR)
     started = time.perf_counter()
-    rows = load_rows(args)
-    bench = Bench(args, device, rows, build_backbone(args.size, args.num_layers, device), PeakMemory(device))
+    bench = Bench(args, device, load_rows(args), build_backbone(args.size, args.num_layers, device), PeakMemory(device))
     report = header(bench, args.cases)
     cfg = report["config"]
-    lines = [
-        f"Backbone: random T5 d={cfg['d_model']}, {cfg['num_layers']}+{cfg['num_layers']} layers, "
-        f"{cfg['num_heads']} heads, d_ff {cfg['d_ff']}, vocab {T5_VOCAB}; device {cfg['device']} "
-        f"({cfg['threads']} threads); batch {cfg['batch_size']}, L={cfg['max_seq_length']}; "
-        f"median of {cfg['steps']} steps after {cfg['warmup']} warm-up, configurations interleaved.",
-        "Lengths: " + ", ".join(f"{t} {s}" for t, s in report["data"].items()) + ".",
-        "",
-    ]
+    lines = [f"Backbone: random T5 d={cfg['d_model']}, {cfg['num_layers']}+{cfg['num_layers']} layers, "
+             f"{cfg['num_heads']} heads, d_ff {cfg['d_ff']}, vocab {T5_VOCAB}; device {cfg['device']} "
+             f"({cfg['threads']} threads); batch {cfg['batch_size']}, L={cfg['max_seq_length']}; "
+             f"median of {cfg['steps']} steps after {cfg['warmup']} warm-up, configurations interleaved.",
+             "Lengths: " + ", ".join(f"{t} {s}" for t, s in report["data"].items()) + ".", ""]  # fmt: skip
     for name in args.cases:
         section = CASES[name](bench)
         report.update(section.data)
