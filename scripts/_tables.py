@@ -20,29 +20,17 @@ from scripts._runs import GroupKey, GroupResult, Run, format_setting, loss_histo
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_RESULTS = REPO_ROOT / "results" / "paper_results.json"
 
+_ACC, _QA = ("accuracy",), ("f1", "em")
 REPORTED_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "mnli": ("MNLI", ("accuracy",)),
-    "qqp": ("QQP", ("accuracy",)),
-    "qnli": ("QNLI", ("accuracy",)),
-    "sst2": ("SST-2", ("accuracy",)),
-    "stsb": ("STS-B", ("pearson",)),
-    "mrpc": ("MRPC", ("accuracy",)),
-    "rte": ("RTE", ("accuracy",)),
+    "mnli": ("MNLI", _ACC), "qqp": ("QQP", _ACC), "qnli": ("QNLI", _ACC), "sst2": ("SST-2", _ACC),
+    "stsb": ("STS-B", ("pearson",)), "mrpc": ("MRPC", _ACC), "rte": ("RTE", _ACC),
     "cola": ("CoLA", ("matthews_correlation",)),
-    "superglue-multirc": ("MultiRC", ("f1",)),
-    "superglue-boolq": ("BoolQ", ("accuracy",)),
-    "superglue-wic": ("WiC", ("accuracy",)),
-    "superglue-wsc.fixed": ("WSC", ("accuracy",)),
-    "superglue-cb": ("CB", ("accuracy",)),
-    "nq": ("NQ", ("f1", "em")),
-    "hotpotqa": ("HotpotQA", ("f1", "em")),
-    "searchqa": ("SearchQA", ("f1", "em")),
-    "newsqa": ("NewsQA", ("f1", "em")),
-    "winogrande": ("WinoGrande", ("accuracy",)),
-    "yelp_polarity": ("Yelp-2", ("accuracy",)),
-    "scitail": ("SciTail", ("accuracy",)),
-    "paws": ("PAWS-Wiki", ("accuracy",)),
-}
+    "superglue-multirc": ("MultiRC", ("f1",)), "superglue-boolq": ("BoolQ", _ACC), "superglue-wic": ("WiC", _ACC),
+    "superglue-wsc.fixed": ("WSC", _ACC), "superglue-cb": ("CB", _ACC),
+    "nq": ("NQ", _QA), "hotpotqa": ("HotpotQA", _QA), "searchqa": ("SearchQA", _QA), "newsqa": ("NewsQA", _QA),
+    "winogrande": ("WinoGrande", _ACC), "yelp_polarity": ("Yelp-2", _ACC), "scitail": ("SciTail", _ACC),
+    "paws": ("PAWS-Wiki", _ACC),
+}  # fmt: skip
 """task_name -> (paper column label, test metrics the papers report; the first is the headline one).
 
 From the released DePT checkpoints matched against the papers' rows: QQP, MRPC and CB are accuracy,
@@ -83,17 +71,13 @@ LAYOUTS: dict[str, Layout] = {
     layout.name: layout
     for layout in (
         Layout("glue", "GLUE", ("mnli", "qqp", "qnli", "sst2", "stsb", "mrpc", "rte", "cola"), ("GLUE_avg",)),
-        Layout(
-            "superglue",
-            "SuperGLUE",
-            ("superglue-multirc", "superglue-boolq", "superglue-wic", "superglue-wsc.fixed", "superglue-cb"),
-            ("SuperGLUE_avg",),
-        ),
+        Layout("superglue", "SuperGLUE", ("superglue-multirc", "superglue-boolq", "superglue-wic",
+                                          "superglue-wsc.fixed", "superglue-cb"), ("SuperGLUE_avg",)),
         Layout("mrqa", "MRQA 2019", ("nq", "hotpotqa", "searchqa", "newsqa"), ("MRQA_avg", "avg")),
         Layout("others", "Other tasks", ("winogrande", "yelp_polarity", "scitail", "paws"), ("Others_avg",)),
         Layout("fewshot", "Few-shot", tuple(REPORTED_METRICS), few_shot=True),
     )
-}
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,11 +104,8 @@ class Column:
 def layout_columns(layout: Layout, ks: Sequence[int] = ()) -> list[Column]:
     """Task columns (then mean columns) of a layout; the few-shot layout gets one column per (task, k)."""
     if layout.few_shot:
-        return [
-            Column(f"{task_label(t)} k={k}", reported_metrics(t)[0], True, "", task=t, k=k)
-            for t in layout.tasks
-            for k in ks
-        ]
+        return [Column(f"{task_label(t)} k={k}", reported_metrics(t)[0], True, "", task=t, k=k)
+                for t in layout.tasks for k in ks]  # fmt: skip
     multi = any(len(reported_metrics(t)) > 1 for t in layout.tasks)
     columns: list[Column] = []
     for t in layout.tasks:
@@ -207,11 +188,8 @@ def fill_means(row: Row, columns: Sequence[Column]) -> None:
 
 def our_rows(layout: Layout, model: str, results: dict[GroupKey, GroupResult]) -> tuple[list[Column], list[Row]]:
     """Columns and one row per method for ``model`` (methods without any task of the layout are left out)."""
-    mine = {
-        key: res
-        for key, res in results.items()
-        if key[0] == model and key[2] in layout.tasks and (key[3] is not None) == layout.few_shot
-    }
+    mine = {key: res for key, res in results.items()
+            if key[0] == model and key[2] in layout.tasks and (key[3] is not None) == layout.few_shot}  # fmt: skip
     ks = sorted({key[3] for key in mine} | set(FEW_SHOT_KS)) if layout.few_shot else []
     columns = layout_columns(layout, ks)
     if layout.few_shot:
@@ -225,14 +203,9 @@ def our_rows(layout: Layout, model: str, results: dict[GroupKey, GroupResult]) -
             res = mine.get((model, method, col.task, col.k)) if not col.is_mean else None
             if res is None or col.metric not in res.test:
                 continue
-            mean, std, n = res.test[col.metric]
-            detail = {
-                "setting": format_setting(res.setting),
-                "seeds": res.seeds,
-                "val_metric": res.selection_metric,
-                "val_mean": res.val_mean,
-            }
-            cells[col.label] = Cell(mean, std, n, res.complete, detail)
+            detail = {"setting": format_setting(res.setting), "seeds": res.seeds, "val_metric": res.selection_metric,
+                      "val_mean": res.val_mean}  # fmt: skip
+            cells[col.label] = Cell(*res.test[col.metric], res.complete, detail)
             params |= res.params
         row = Row("ours", method, params_label(params), cells)
         fill_means(row, columns)
@@ -278,24 +251,16 @@ def diff_rows(ours: Sequence[Row], published: Sequence[Row], method_rows: dict[s
         ref = by_name.get(method_rows.get(row.label, ""))
         if ref is None:
             continue
-        cells = {
-            label: Cell(cell.mean - ref.cells[label].mean)
-            for label, cell in row.cells.items()
-            if cell.mean is not None and label in ref.cells and ref.cells[label].mean is not None
-        }
+        cells = {label: Cell(cell.mean - ref.cells[label].mean) for label, cell in row.cells.items()
+                 if cell.mean is not None and label in ref.cells and ref.cells[label].mean is not None}  # fmt: skip
         out.append(Row("diff", f"Δ {row.label} − {ref.label}", "", cells, source=ref.source))
     return out
 
 
-def build_tables(
-    results: dict[GroupKey, GroupResult],
-    layouts: Sequence[str] | None = None,
-    paper: dict[str, Any] | None = None,
-) -> list[Table]:
-    """One table per (layout, model) that has results; with ``paper``, published and difference rows too.
-
-    ``layouts`` None means every layout with at least one of our results.
-    """
+def build_tables(results: dict[GroupKey, GroupResult], layouts: Sequence[str] | None = None,
+                 paper: dict[str, Any] | None = None) -> list[Table]:  # fmt: skip
+    """One table per (layout, model) that has results (``layouts`` None: every layout); with ``paper``,
+    published and difference rows too."""
     models = sorted({key[0] for key in results})
     tables = []
     for name in layouts or LAYOUTS:

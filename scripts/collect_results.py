@@ -24,7 +24,7 @@ import logging  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from scripts._runs import GroupKey, GroupResult, Run, discover_runs, group_name, group_runs  # noqa: E402
+from scripts._runs import GroupKey, GroupResult, Run, discover_runs, format_setting, group_name, group_runs  # noqa: E402
 from scripts._tables import (  # noqa: E402
     LAYOUTS,
     PAPER_RESULTS,
@@ -102,10 +102,9 @@ def render_markdown(tables: Sequence[Table], collection: Collection, decimals: i
         body = [[row_label(row), row.params] + [format_cell(row.cells.get(label), decimals, row.kind == "diff")
                 for label in labels] for row in table.rows]  # fmt: skip
         out += markdown_table(["Method", "#Params", *labels], body)
-        out.append("")
-        out.append("Test split; mean ± sample std (ddof=1) over seeds of the setting chosen by validation. "
-                   "Avg = mean of the task means, shown only when every task is present. "
-                   "`*` = chosen setting lacks seeds (see Incomplete).")
+        out += ["", "Test split; mean ± sample std (ddof=1) over seeds of the setting chosen by validation. "
+                "Avg = mean of the task means, shown only when every task is present. "
+                "`*` = chosen setting lacks seeds (see Incomplete)."]
         out += [f"Published: {line}" for line in source_lines(table, paper)]
         out += [f"Note: {note}" for note in table.notes]
         out.append("")
@@ -113,7 +112,7 @@ def render_markdown(tables: Sequence[Table], collection: Collection, decimals: i
         out += ["## Selected hyperparameters", ""]
         body = []
         for (model, method, task, k), res in collection.results.items():
-            setting = " ".join(f"{a}={b}" for a, b in res.setting.items()) or "(single setting)"
+            setting = format_setting(res.setting) or "(single setting)"
             test = ", ".join(f"{m} {format_cell(Cell(mean, std, n, res.complete), decimals)}"
                              for m, (mean, std, n) in res.test.items())  # fmt: skip
             n = next(iter(res.test.values()))[2] if res.test else 0
@@ -150,10 +149,8 @@ def render_latex(tables: Sequence[Table], decimals: int) -> str:
     out = []
     for table in tables:
         labels = [c.label for c in table.columns]
-        out.append(f"% {latex_escape(table_title(table))}")
-        out.append(r"\begin{tabular}{lr" + "r" * len(labels) + "}")
-        out.append(r"\toprule")
-        out.append(r"Method & \#Params & " + " & ".join(latex_escape(label) for label in labels) + r" \\")
+        out += [f"% {latex_escape(table_title(table))}", r"\begin{tabular}{lr" + "r" * len(labels) + "}", r"\toprule",
+                r"Method & \#Params & " + " & ".join(latex_escape(label) for label in labels) + r" \\"]  # fmt: skip
         previous = None
         for row in table.rows:
             if row.kind != previous:
@@ -162,9 +159,7 @@ def render_latex(tables: Sequence[Table], decimals: int) -> str:
             cells = [latex_escape(format_cell(row.cells.get(label), decimals, row.kind == "diff")).replace(" ± ", r"$\pm$")
                      for label in labels]  # fmt: skip
             out.append(f"{latex_escape(row_label(row))} & {latex_escape(row.params)} & " + " & ".join(cells) + r" \\")
-        out.append(r"\bottomrule")
-        out.append(r"\end{tabular}")
-        out.append("")
+        out += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(out)
 
 
@@ -186,17 +181,15 @@ def render_csv(tables: Sequence[Table]) -> str:
                 if cell is None:
                     continue
                 detail = cell.detail
-                writer.writerow(
-                    {
-                        "layout": table.layout.name, "model": table.model, "kind": row.kind, "row": row.label,
-                        "params": row.params, "column": col.label, "task": col.task or "", "k": col.k or "",
-                        "metric": col.metric, "mean": repr(cell.mean), "std": "" if cell.std is None else repr(cell.std),
-                        "n": cell.n or "", "complete": cell.complete, "setting": detail.get("setting", ""),
-                        "seeds": " ".join(str(s) for s in detail.get("seeds", [])),
-                        "val_metric": detail.get("val_metric", ""), "val_mean": detail.get("val_mean", ""),
-                        "source": row.source,
-                    }
-                )
+                writer.writerow({
+                    "layout": table.layout.name, "model": table.model, "kind": row.kind, "row": row.label,
+                    "params": row.params, "column": col.label, "task": col.task or "", "k": col.k or "",
+                    "metric": col.metric, "mean": repr(cell.mean), "std": "" if cell.std is None else repr(cell.std),
+                    "n": cell.n or "", "complete": cell.complete, "setting": detail.get("setting", ""),
+                    "seeds": " ".join(str(s) for s in detail.get("seeds", [])),
+                    "val_metric": detail.get("val_metric", ""), "val_mean": detail.get("val_mean", ""),
+                    "source": row.source,
+                })  # fmt: skip
     return buffer.getvalue()
 
 
@@ -208,10 +201,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-paper", action="store_true", help="add the published rows and ours − paper")
     parser.add_argument("--paper-file", default=str(PAPER_RESULTS), help="published numbers (default: %(default)s)")
     parser.add_argument("--decimals", type=int, default=1)
-    parser.add_argument(
-        "--ignore", nargs="+", default=[], metavar="KEY",
-        help="extra config keys that do not define a setting (seed, output_dir and bookkeeping always ignored)",
-    )
+    parser.add_argument("--ignore", nargs="+", default=[], metavar="KEY",
+                        help="extra config keys that do not define a setting (seed, output_dir and bookkeeping always ignored)")  # fmt: skip
     parser.add_argument("--output", help="write here instead of stdout")
     return parser.parse_args(argv)
 
