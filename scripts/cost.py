@@ -57,10 +57,7 @@ def row_flops(shape: Shape, s: float, t: int) -> float:
     decoder-only: all layers and the LM head over s (the labels are inside the s positions).
     """
     if shape.encoder_layers == 0:
-        return (
-            shape.decoder_layers * (2 * s * shape.layer() + 4 * s * s * shape.d)
-            + 2 * s * shape.d * shape.vocab
-        )
+        return shape.decoder_layers * (2 * s * shape.layer() + 4 * s * s * shape.d) + 2 * s * shape.d * shape.vocab
     encoder = shape.encoder_layers * (2 * s * shape.layer() + 4 * s * s * shape.d)
     decoder = shape.decoder_layers * (2 * t * shape.layer(cross=True) + 4 * t * (t + s) * shape.d)
     return encoder + decoder + 2 * t * shape.d * shape.vocab
@@ -81,10 +78,8 @@ class Table:
     peak_flops: str  # key of the --peak_* flag: "fp32" (T5: no fp16) or "bf16"
 
 
-GLUE_STEPS = {
-    t: 300_000 if t in ("mnli", "qqp", "qnli") else 30_000
-    for t in "cola sst2 mrpc qqp stsb mnli qnli rte".split()
-}
+GLUE_STEPS = {t: 300_000 if t in ("mnli", "qqp", "qnli") else 30_000
+              for t in "cola sst2 mrpc qqp stsb mnli qnli rte".split()}  # fmt: skip
 SUPERGLUE = "superglue-multirc superglue-boolq superglue-wic superglue-wsc.fixed superglue-cb".split()
 TABLES = [
     Table("GLUE (T5-base)", T5_BASE, GLUE_STEPS, 32, 1, 256, 12, 1000, "fp32"),
@@ -118,9 +113,7 @@ def eval_rows(task: str) -> tuple[int, int]:
     return (n // 2, n - n // 2) if rule == "small" else (1000, n) if rule == "large" else (n, n)
 
 
-def lengths(
-    task: str, table: Table, args: argparse.Namespace, tokenizer, target: int
-) -> tuple[list, list] | None:
+def lengths(task: str, table: Table, args: argparse.Namespace, tokenizer, target: int) -> tuple[list, list] | None:
     """(training-row, evaluation-row) lengths of up to ``--max_rows`` real rows of the largest local split,
     tokenised for the table's model; None when there is no local data."""
     from data.loading import load_task_splits
@@ -199,9 +192,7 @@ def render(results: list[tuple[Table, list[dict]]], ratios: dict, args: argparse
             measured = [ratios.get((backbone, r["task"], p)) for p in dynamic]
             cell = "[timed run]"
             if all(measured):  # the measured step-time ratio applied to the fixed-padding training time
-                applied = [
-                    r["fixed"]["train_h"] / x + r[p]["eval_h"] for x, p in zip(measured, dynamic, strict=True)
-                ]
+                applied = [r["fixed"]["train_h"] / x + r[p]["eval_h"] for x, p in zip(measured, dynamic, strict=True)]
                 cell = " / ".join(f"{x:.2f}x: {h:.1f} h" for x, h in zip(measured, applied, strict=True))
             lengths_cell = " / ".join(f"{r[p]['batch_length']:.0f}" for p in total)
             lines.append(f"| {r['task']} | {r['steps']:,} | {r['data']} | {lengths_cell} | {hours['fixed']:.1f} | "
@@ -213,36 +204,24 @@ def render(results: list[tuple[Table, list[dict]]], ratios: dict, args: argparse
     head = ["| table | runs | GPU-hours fixed L | dynamic, random batches | dynamic, length-grouped | saving |",
             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     lines = head + summary + [""] + lines
-    assumptions = {
-        k: v for k, v in vars(args).items() if k not in ("markdown", "json", "data_dir", "tokenizer")
-    }
+    assumptions = {k: v for k, v in vars(args).items() if k not in ("markdown", "json", "data_dir", "tokenizer")}
     return "\n".join(lines + ["Assumptions: " + ", ".join(f"{k} {v}" for k, v in assumptions.items()), ""])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=True, help="folder with <task>/<split>.jsonl")
     parser.add_argument("--tokenizer", required=True, help="T5 tokenizer folder")
-    parser.add_argument(
-        "--max_rows", type=int, default=5000, help="rows per task for the length distribution"
-    )
+    parser.add_argument("--max_rows", type=int, default=5000, help="rows per task for the length distribution")
     parser.add_argument("--prompt_length", type=int, default=60, help="m of the ACCEPT runs")
     parser.add_argument("--peak_fp32", type=float, default=19.5, help="TFLOP/s, fp32 without TF32 (A100)")
     parser.add_argument("--peak_bf16", type=float, default=312.0, help="TFLOP/s, bf16 dense (A100)")
     parser.add_argument("--utilisation", type=float, default=0.4, help="share of the peak reached by matmuls")
-    parser.add_argument(
-        "--t5_step_overhead", type=float, default=0.03, help="s per micro-step (kernel launches)"
-    )
+    parser.add_argument("--t5_step_overhead", type=float, default=0.03, help="s per micro-step (kernel launches)")
     parser.add_argument("--llama_step_overhead", type=float, default=0.05)
-    parser.add_argument(
-        "--t5_token_latency", type=float, default=0.012, help="s per generated token and batch"
-    )
+    parser.add_argument("--t5_token_latency", type=float, default=0.012, help="s per generated token and batch")
     parser.add_argument("--llama_token_latency", type=float, default=0.03)
-    parser.add_argument(
-        "--benchmark", nargs="+", default=[], help="JSONs of scripts/benchmark.py (measured ratios)"
-    )
+    parser.add_argument("--benchmark", nargs="+", default=[], help="JSONs of scripts/benchmark.py (measured ratios)")
     parser.add_argument("--markdown", default=None)
     parser.add_argument("--json", default=None)
     return parser.parse_args(argv)

@@ -140,13 +140,8 @@ def load_model(model_path: str, adapters: dict[str, Path], family: Family, devic
     return model.to(device).eval()
 
 
-def tokenize_requests(
-    requests: list[Request],
-    tokenizer: Any,
-    family: Family,
-    lengths: dict[str, int],
-    target_lengths: dict[str, int],
-) -> None:
+def tokenize_requests(requests: list[Request], tokenizer: Any, family: Family, lengths: dict[str, int],
+                      target_lengths: dict[str, int]) -> None:  # fmt: skip
     """Fill ``features`` of every request with the training tokenisation of its task (unpadded)."""
     by_task: dict[str, list[Request]] = defaultdict(list)
     for request in requests:
@@ -156,31 +151,21 @@ def tokenize_requests(
         if family.classification_head:
             columns["label"] = [-1 if r.label is None else r.label for r in rows]
         split = datasets.DatasetDict({"test": datasets.Dataset.from_dict(columns)})
-        tokenized = tokenize_splits(
-            split, tokenizer, family, lengths[task], target_lengths[task], pad_to_max_length=False
-        )["test"]
-        for request, features in zip(rows, tokenized, strict=True):
+        tokenized = tokenize_splits(split, tokenizer, family, lengths[task], target_lengths[task],
+                                    pad_to_max_length=False)  # fmt: skip
+        for request, features in zip(rows, tokenized["test"], strict=True):
             request.features = {k: v for k, v in features.items() if k != "labels"}
 
 
-def predict_batch(
-    model: PeftModel,
-    batch: list[Request],
-    collator: PaddingCollator,
-    tokenizer: Any,
-    family: Family,
-    target_lengths: dict[str, int],
-    device: str,
-) -> list[str]:
+def predict_batch(model: PeftModel, batch: list[Request], collator: PaddingCollator, tokenizer: Any, family: Family,
+                  target_lengths: dict[str, int], device: str) -> list[str]:  # fmt: skip
     """Predictions of one mixed batch (greedy generation; the arg-max class for classifiers)."""
     inputs = {k: v.to(device) for k, v in collator([r.features for r in batch]).items()}
     names = [adapter_name(r.task.name) for r in batch]
     if not family.generates:
         logits = model(**inputs, adapter_names=names).logits
-        return [
-            stsb_target(float(row[0])) if r.task.is_regression else str(int(row.argmax()))
-            for r, row in zip(batch, logits, strict=True)
-        ]
+        return [stsb_target(float(row[0])) if r.task.is_regression else str(int(row.argmax()))
+                for r, row in zip(batch, logits, strict=True)]  # fmt: skip
     new = [target_lengths[r.task.name] for r in batch]
     out = model.generate(**inputs, adapter_names=names, max_new_tokens=max(new), do_sample=False)
     start = inputs["input_ids"].shape[1] if family.answer_in_input else 1  # the input, or the decoder start
@@ -198,6 +183,17 @@ def correctness(request: Request) -> bool | None:
     return request.prediction == request.target
 
 
+def output_row(request: Request) -> dict[str, Any]:
+    """The output line of a request: id, task, prediction, and target / correct when it had a label."""
+    row = {"id": request.id, "task": request.task.name, "prediction": request.prediction}
+    if request.target != "":
+        row["target"] = request.target
+        correct = correctness(request)
+        if correct is not None:
+            row["correct"] = correct
+    return row
+
+
 def summary_lines(requests: list[Request], bad: list[tuple[int, str]], tasks: list[str]) -> list[str]:
     """A per-task table: rows, labelled rows, the task's metrics on the labelled rows."""
     lines = [f"{'task':<22} {'rows':>6} {'labelled':>9}  metrics"]
@@ -206,12 +202,8 @@ def summary_lines(requests: list[Request], bad: list[tuple[int, str]], tasks: li
         labelled = [r for r in rows if r.target != ""]
         scores = ""
         if labelled:
-            metrics = compute_task_metrics(
-                task,
-                [r.prediction for r in labelled],
-                [r.target for r in labelled],
-                answers=[r.answers for r in labelled] if TASKS[task].is_qa else None,
-            )
+            metrics = compute_task_metrics(task, [r.prediction for r in labelled], [r.target for r in labelled],
+                                           answers=[r.answers for r in labelled] if TASKS[task].is_qa else None)  # fmt: skip
             scores = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "invalid_predictions")
         lines.append(f"{task:<22} {len(rows):>6} {len(labelled):>9}  {scores}")
     lines.append(f"skipped lines: {len(bad)}")
@@ -221,22 +213,13 @@ def summary_lines(requests: list[Request], bad: list[tuple[int, str]], tasks: li
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", required=True, help="the frozen backbone (folder or hub id)")
-    parser.add_argument(
-        "--adapter",
-        action="append",
-        required=True,
-        metavar="TASK=DIR",
-        help="a task and its saved adapter folder; repeat for every task",
-    )
+    parser.add_argument("--adapter", action="append", required=True, metavar="TASK=DIR",
+                        help="a task and its saved adapter folder; repeat for every task")  # fmt: skip
     parser.add_argument("--input", required=True, type=Path, help="requests, one JSON object per line")
     parser.add_argument("--output", required=True, type=Path, help="predictions, one JSON object per line")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument(
-        "--max_seq_length",
-        type=int,
-        default=DEFAULT_MAX_SEQ_LENGTH,
-        help="input length for adapters without an added update (PT); others use their L",
-    )
+    parser.add_argument("--max_seq_length", type=int, default=DEFAULT_MAX_SEQ_LENGTH,
+                        help="input length for adapters without an added update (PT); others use their L")  # fmt: skip
     parser.add_argument("--tokenizer_name_or_path", default=None, help="default: --model_name_or_path")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -274,28 +257,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # left-padded (decoder-only) rows fill L exactly; a shorter adapter drops the extra padding
             fixed = max(lengths[r.task.name] for r in batch) if family.padding_side == "left" else None
             collator = PaddingCollator(tokenizer, family, max_seq_length=fixed)
-            predictions = predict_batch(
-                model, batch, collator, tokenizer, family, target_lengths, args.device
-            )
+            predictions = predict_batch(model, batch, collator, tokenizer, family, target_lengths, args.device)
             for request, prediction in zip(batch, predictions, strict=True):
                 request.prediction = prediction
-    lines = []
-    for request in requests:
-        row = {"id": request.id, "task": request.task.name, "prediction": request.prediction}
-        if request.target != "":
-            row["target"] = request.target
-            correct = correctness(request)
-            if correct is not None:
-                row["correct"] = correct
-        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    atomic_write_text(args.output, "".join(lines))
-    table = summary_lines(requests, bad, list(args.adapters))
-    print("\n".join(table))
-    return {
-        "predicted": len(requests),
-        "skipped": [n for n, _ in bad],
-        "per_task": Counter(r.task.name for r in requests),
-    }
+    atomic_write_text(args.output, "".join(json.dumps(output_row(r), ensure_ascii=False) + "\n" for r in requests))
+    print("\n".join(summary_lines(requests, bad, list(args.adapters))))
+    per_task = Counter(r.task.name for r in requests)
+    return {"predicted": len(requests), "skipped": [n for n, _ in bad], "per_task": per_task}
 
 
 if __name__ == "__main__":
