@@ -102,9 +102,7 @@ class TaskRows:
         return [len(row["input_ids"]) for row in self.train]
 
 
-def real_rows(
-    task: str, data_dir: Path, tokenizer: Any, max_len: int, limit: int, family: str = "seq2seq"
-) -> TaskRows:
+def real_rows(task: str, data_dir: Path, tokenizer: Any, max_len: int, limit: int, family: str = "seq2seq") -> TaskRows:
     """Rows formatted by ``data.loading`` and tokenised by ``data.preprocess`` for ``family``, unpadded."""
     from data.loading import load_task_splits
     from data.preprocess import max_target_length, tokenize_splits
@@ -151,18 +149,14 @@ def as_decoder_rows(rows: TaskRows, max_len: int) -> TaskRows:
 def load_rows(args: argparse.Namespace, decoder_only: bool = False) -> dict[str, TaskRows]:
     """Per task: real rows from ``--data_dir`` (tokenised with ``--tokenizer``), else synthetic lengths;
     ``decoder_only``: in the decoder-only layout (prompt + target, left-padded by the collator)."""
-    out = {}
-    tokenizer = None
-    if args.data_dir:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    out = {}
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.data_dir else None
     for task in args.tasks:
         if tokenizer is not None:
             family = "causal" if decoder_only else "seq2seq"
-            out[task] = real_rows(
-                task, Path(args.data_dir), tokenizer, args.max_seq_length, args.max_rows, family
-            )
+            out[task] = real_rows(task, Path(args.data_dir), tokenizer, args.max_seq_length, args.max_rows, family)
         else:
             out[task] = synthetic_rows(task, args.max_seq_length, args.max_rows, args.seed)
             if decoder_only:
@@ -171,9 +165,7 @@ def load_rows(args: argparse.Namespace, decoder_only: bool = False) -> dict[str,
     return out
 
 
-def collate(
-    rows: list[dict[str, list[int]]], fixed_length: int | None, family: str = "seq2seq"
-) -> dict[str, torch.Tensor]:
+def collate(rows: list[dict[str, list[int]]], fixed_length: int | None, family: str = "seq2seq") -> dict[str, torch.Tensor]:
     """The project's ``PaddingCollator`` (T5 pad id 0): to ``fixed_length`` or to the batch's longest row."""
     from data.preprocess import PaddingCollator
 
@@ -181,9 +173,7 @@ def collate(
     return PaddingCollator(tokenizer, family, max_seq_length=fixed_length)(rows)
 
 
-def batch_indices(
-    lengths: list[int], batch_size: int, count: int, grouped: bool, seed: int
-) -> list[list[int]]:
+def batch_indices(lengths: list[int], batch_size: int, count: int, grouped: bool, seed: int) -> list[list[int]]:
     """``count`` batches: random ones, or drawn at random from a length-grouped epoch (the Trainer's sampler)."""
     rng = np.random.default_rng(seed)
     if not grouped:
@@ -198,8 +188,9 @@ def batch_indices(
 def epoch_mean_batch_length(lengths: list[int], batch_size: int, grouped: bool, seed: int) -> float:
     """Mean padded length over a whole epoch of batches (what the sampled steps estimate)."""
     n_batches = len(lengths) // batch_size
-    batches = batch_indices(lengths, batch_size, n_batches, grouped, seed) if grouped else None
-    if batches is None:
+    if grouped:
+        batches = batch_indices(lengths, batch_size, n_batches, grouped, seed)
+    else:
         order = np.random.default_rng(seed).permutation(len(lengths))
         batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
     return float(np.mean([max(lengths[i] for i in b) for b in batches]))
@@ -355,18 +346,10 @@ class Series:
         real = sum(int(b["attention_mask"].sum()) for b in batches)
         padded = [int(b["input_ids"].shape[1]) for b in batches]
         batch_size = int(batches[0]["input_ids"].shape[0])
-        return {
-            "method": self.method,
-            "task": self.task,
-            "padding": self.padding,
-            "trainable_params": self.params,
-            "steps": len(timed),
-            "ms_per_step": 1000 * statistics.median(timed),
-            "tokens_per_s": real / sum(timed),
-            "examples_per_s": batch_size * len(timed) / sum(timed),
-            "mean_batch_length": float(np.mean(padded)),
-            "peak_memory_mib": max(self.memory_mib),
-        }
+        return {"method": self.method, "task": self.task, "padding": self.padding, "trainable_params": self.params,
+                "steps": len(timed), "ms_per_step": 1000 * statistics.median(timed), "tokens_per_s": real / sum(timed),
+                "examples_per_s": batch_size * len(timed) / sum(timed), "mean_batch_length": float(np.mean(padded)),
+                "peak_memory_mib": max(self.memory_mib)}  # fmt: skip
 
 
 def run_interleaved(series: list[Series], bench: Bench) -> list[dict[str, Any]]:
@@ -455,9 +438,7 @@ class Bench:
         trainees = {g.name: wrap(backbone, g.name, g.config, args.max_seq_length) for g in grid}
         return DecoderSetup(backbone, load_rows(args, decoder_only=True), trainees)
 
-    def batches(
-        self, rows: TaskRows, grouped: bool, fixed_length: int | None
-    ) -> list[dict[str, torch.Tensor]]:
+    def batches(self, rows: TaskRows, grouped: bool, fixed_length: int | None) -> list[dict[str, torch.Tensor]]:
         """``--warmup`` + ``--steps`` collated batches of ``rows``."""
         count = self.args.warmup + self.args.steps
         idx = batch_indices(rows.lengths, self.args.batch_size, count, grouped, self.args.seed)
@@ -592,20 +573,15 @@ def case_evaluation(bench: Bench) -> Section:
     """Materialised evaluation speed of every method, and the codebook work it still does."""
     rows = bench.first
     results = [evaluate(t, rows, bench) for t in bench.trainees.values()]
-    accept = bench.trainees["ACCEPT"]
-    profile_info = {
-        "einsum_events_materialized": einsum_events(accept, rows, bench, True),
-        "einsum_events_not_materialized": einsum_events(accept, rows, bench, False),
-    }
+    on, off = (einsum_events(bench.trainees["ACCEPT"], rows, bench, materialized) for materialized in (True, False))
     examples = min(bench.args.eval_examples, len(rows.validation))
     title = f"### Evaluation ({rows.name}, {examples} examples, dynamic padding, generation + loss)"
     columns = [("method", "method", 0), ("examples/s (materialised)", "examples_per_s", 1),
                ("composition calls in loop", "composition_calls_in_loop", 0)]  # fmt: skip
-    lines = table(title, columns, results) + [
-        f"Profile of one ACCEPT evaluation batch: aten::einsum events {profile_info['einsum_events_materialized']} "
-        f"materialised vs {profile_info['einsum_events_not_materialized']} without materialisation.",
-        "",
-    ]
+    lines = table(title, columns, results)
+    lines += [f"Profile of one ACCEPT evaluation batch: aten::einsum events {on} materialised vs {off} without "
+              "materialisation.", ""]  # fmt: skip
+    profile_info = {"einsum_events_materialized": on, "einsum_events_not_materialized": off}
     data = {"task": rows.name, "examples": examples, "rows": results, "profile": profile_info}
     return Section({"evaluation": data}, lines)
 
@@ -634,14 +610,11 @@ def case_decoder_evaluation(bench: Bench) -> Section:
 
 
 def _truncate(row: dict[str, list[int]], length: int) -> dict[str, list[int]]:
+    """``row`` cut to ``length`` tokens, its last (EOS) token kept."""
     ids = row["input_ids"]
     if len(ids) <= length:
         return row
-    return {
-        "input_ids": ids[: length - 1] + [ids[-1]],
-        "attention_mask": [1] * length,
-        "labels": row["labels"],
-    }
+    return {"input_ids": ids[: length - 1] + [ids[-1]], "attention_mask": [1] * length, "labels": row["labels"]}
 
 
 def case_scaling(bench: Bench) -> Section:
