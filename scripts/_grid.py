@@ -54,10 +54,9 @@ def model_width(model: str) -> int:
         config = AutoConfig.from_pretrained(model)
     except Exception as err:  # hub/network/parse errors come as many types; all mean "no config"
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ModelConfigError(
-            f"cannot read the config of {model!r} ({type(err).__name__}: {first}). Without internet only "
-            "local model folders work: pass a folder with config.json, or give the width with --d."
-        ) from err
+        raise ModelConfigError(f"cannot read the config of {model!r} ({type(err).__name__}: {first}). Without "
+                               "internet only local model folders work: pass a folder with config.json, or give "
+                               "the width with --d.") from err  # fmt: skip
     width = getattr(config.get_text_config(), "hidden_size", None)
     if not width:
         raise ModelConfigError(f"the config of {model!r} has no hidden_size/d_model; pass --d")
@@ -91,38 +90,22 @@ class GridMethod:
         return self.count.prepended <= budget.prepended and self.count.added <= budget.added
 
 
-def default_codebook(
-    options: list[CodebookOption], paper: dict[tuple[int, int], str]
-) -> tuple[int, int] | None:
+def default_codebook(options: list[CodebookOption], paper: dict[tuple[int, int], str]) -> tuple[int, int] | None:
     """The first paper configuration that is feasible, else the largest feasible option (None if none)."""
-    feasible = {(o.sub_dim, o.codebook_size) for o in options}
-    for pair in paper:
-        if pair in feasible:
-            return pair
-    return (options[0].sub_dim, options[0].codebook_size) if options else None
+    feasible = [(o.sub_dim, o.codebook_size) for o in options]
+    return next((pair for pair in paper if pair in feasible), feasible[0] if feasible else None)
 
 
 def _no_codebook(side: str, num_rows: int, dim: int, budget: int) -> ValueError:
     cheapest = sorted(feasible_codebooks(num_rows, dim, 10**12, max_codebook_size=1), key=lambda o: o.params)
     nearest = [(o.sub_dim, o.codebook_size, o.params) for o in cheapest[:3]]
-    return ValueError(
-        f"no {side} codebook of {num_rows} rows at d={dim} fits the budget {budget}; the nearest options "
-        f"(sub_dim, codebook_size, params): {nearest}"
-    )
+    return ValueError(f"no {side} codebook of {num_rows} rows at d={dim} fits the budget {budget}; the nearest "
+                      f"options (sub_dim, codebook_size, params): {nearest}")  # fmt: skip
 
 
-def method_grid(
-    dim: int,
-    max_length: int,
-    m: int,
-    *,
-    pt_tokens: int = PT_BUDGET_TOKENS,
-    budget: Budget | None = None,
-    r: int | None = None,
-    scpp: tuple[int, int] | None = None,
-    scap: tuple[int, int] | None = None,
-    strict: bool = False,
-) -> list[GridMethod]:
+def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET_TOKENS, budget: Budget | None = None,
+                r: int | None = None, scpp: tuple[int, int] | None = None, scap: tuple[int, int] | None = None,
+                strict: bool = False) -> list[GridMethod]:  # fmt: skip
     """PT, DePT and ACCEPT (SCPP / SCAP / both) at width ``dim``, input length L=``max_length``, m tokens.
 
     ``budget`` overrides the paper split of ``pt_tokens``; ``r``/``scpp``/``scap`` override the
@@ -132,29 +115,20 @@ def method_grid(
     budget = budget or paper_budget(dim, m, pt_tokens)
     rank = largest_rank(max_length, dim, budget.added) if r is None else r
     if strict and rank < 1:
-        raise ValueError(
-            f"no DePT rank fits the added budget {budget.added} with L={max_length} (one rank costs "
-            f"L + d = {max_length + dim}); the nearest option is r=1 with L <= {budget.added - dim} "
-            "(--max_seq_length) or a smaller m"
-        )
+        raise ValueError(f"no DePT rank fits the added budget {budget.added} with L={max_length} (one rank costs "
+                         f"L + d = {max_length + dim}); the nearest option is r=1 with L <= {budget.added - dim} "
+                         "(--max_seq_length) or a smaller m")  # fmt: skip
     pairs = {}
-    for side, rows, share, given, paper in (
-        ("scpp", m, budget.prepended, scpp, PAPER_SCPP),
-        ("scap", max_length, budget.added, scap, PAPER_SCAP),
-    ):
+    for side, rows, share, given, paper in (("scpp", m, budget.prepended, scpp, PAPER_SCPP),
+                                            ("scap", max_length, budget.added, scap, PAPER_SCAP)):  # fmt: skip
         pairs[side] = tuple(given) if given else default_codebook(feasible_codebooks(rows, dim, share), paper)
         if strict and pairs[side] is None:
             raise _no_codebook(side.upper(), rows, dim, share)
     dept = {"peft_type": "PROMPT_TUNING_LORA", "num_virtual_tokens": m, "r": rank}
-    codebook = {
-        side: {side: True, f"sub_dim_{side}": pair[0], f"codebook_size_{side}": pair[1]}
-        for side, pair in pairs.items()
-        if pair is not None
-    }
-    specs = [
-        ("PT", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"m={pt_tokens}"),
-        ("DePT", dept, f"m={m}, r={rank}"),
-    ]
+    codebook = {side: {side: True, f"sub_dim_{side}": pair[0], f"codebook_size_{side}": pair[1]}
+                for side, pair in pairs.items() if pair is not None}  # fmt: skip
+    specs = [("PT", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"m={pt_tokens}"),
+             ("DePT", dept, f"m={m}, r={rank}")]  # fmt: skip
     if "scpp" in codebook:
         specs.append(("ACCEPT-SCPP", {**dept, **codebook["scpp"]}, f"SCPP {pairs['scpp']}, r={rank}"))
     if "scap" in codebook:
@@ -167,6 +141,4 @@ def method_grid(
 
 def _count(config: dict[str, Any], dim: int, max_length: int) -> ParamCount:
     kwargs = {k: v for k, v in config.items() if k != "peft_type"}
-    return count_adapter_params(
-        dim=dim, max_length=max_length, with_added=config["peft_type"] != "PROMPT_TUNING", **kwargs
-    )
+    return count_adapter_params(dim=dim, max_length=max_length, with_added=config["peft_type"] != "PROMPT_TUNING", **kwargs)

@@ -181,9 +181,8 @@ def fill_means(row: Row, columns: Sequence[Column]) -> None:
         if col.is_mean and col.label not in row.cells:
             values = [row.cells.get(m.label) for m in col.members]
             if values and all(v is not None and v.mean is not None for v in values):
-                row.cells[col.label] = Cell(
-                    statistics.fmean(v.mean for v in values), complete=all(v.complete for v in values)
-                )
+                mean = statistics.fmean(v.mean for v in values)
+                row.cells[col.label] = Cell(mean, complete=all(v.complete for v in values))
 
 
 def our_rows(layout: Layout, model: str, results: dict[GroupKey, GroupResult]) -> tuple[list[Column], list[Row]]:

@@ -35,21 +35,16 @@ from scripts._tables import markdown_table  # noqa: E402
 
 
 def options_table(options: list[CodebookOption], d: int, paper: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
-    return [
-        {"sub_dim": o.sub_dim, "codebook_size": o.codebook_size, "num_subspaces": num_subspaces(d, o.sub_dim),
-         "params": o.params, "paper": paper.get((o.sub_dim, o.codebook_size))}
-        for o in options
-    ]
+    return [{"sub_dim": o.sub_dim, "codebook_size": o.codebook_size, "num_subspaces": num_subspaces(d, o.sub_dim),
+             "params": o.params, "paper": paper.get((o.sub_dim, o.codebook_size))} for o in options]  # fmt: skip
 
 
 def report(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the script prints, as one JSON-able dict."""
     d = args.d if args.d is not None else model_width(args.model)
-    budget = paper_budget(d, args.m, args.budget_tokens)
-    budget = Budget(
-        prepended=budget.prepended if args.prepended_budget is None else args.prepended_budget,
-        added=budget.added if args.added_budget is None else args.added_budget,
-    )
+    paper = paper_budget(d, args.m, args.budget_tokens)
+    budget = Budget(prepended=paper.prepended if args.prepended_budget is None else args.prepended_budget,
+                    added=paper.added if args.added_budget is None else args.added_budget)  # fmt: skip
     scpp_options = feasible_codebooks(args.m, d, budget.prepended)
     scap_options = feasible_codebooks(args.L, d, budget.added)
     for flag, pair in (("scpp", args.scpp), ("scap", args.scap)):

@@ -54,9 +54,8 @@ def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
     paths = [stem.with_name(f"{stem.name}.{ext}") for ext in ("png", "pdf")]
     for path in paths:
         fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    for path in paths:
         logger.info("wrote %s", path)
+    plt.close(fig)
     return paths
 
 
