@@ -10,19 +10,16 @@ the paper's budget) share one frozen backbone; configurations are interleaved st
 from other processes hits all alike; medians over ``--steps`` after ``--warmup`` steps:
 
 * ``train``: training step (forward + backward + AdamW) in ms, real tokens/s, examples/s and peak
-  memory (CPU: RSS sampled during the step above the RSS before it; GPU: max allocated), with fixed
-  padding to L and dynamic padding (random batches, and length-grouped batches from the Trainer's own
-  ``get_length_grouped_indices``), and the step-time ratios between them;
-* ``evaluation``: examples/s of greedy generation of the task's max target length + the loss forward
-  with ``model.materialized()``, the adapter composition calls (forward hooks) inside the loop and
-  ``aten::einsum`` events (torch.profiler) of one ACCEPT batch;
+  memory, with fixed padding to L and dynamic padding (random batches, and the Trainer's length-grouped
+  batches), and the step-time ratios between them;
+* ``evaluation``: examples/s of materialised greedy generation + the loss forward, the adapter
+  composition calls inside the loop and the ``aten::einsum`` events of one ACCEPT batch;
 * ``scaling``: step time vs prompt length m (DePT, fixed L) and vs L (DePT m=60);
-* ``decoder_train`` / ``decoder_evaluation`` (run when named): the same training step and materialised
-  evaluation on a random Llama-shaped decoder (``--decoder_width``, ``--decoder_layers``) with rows in
-  the decoder-only layout, left-padded to L against exact dynamic padding; the evaluation also says
+* ``decoder_train`` / ``decoder_evaluation`` (run when named): the same on a random Llama-shaped decoder
+  (``--decoder_width``, ``--decoder_layers``), left-padded to L against exact dynamic padding, and
   whether both paddings generated the same tokens;
-* ``serving`` (run when named): 8 adapters x 4 rows on the frozen backbone, greedy generation as one
-  mixed batch (per-row ``adapter_names``) vs 8 per-adapter calls: rows/s of both and their ratio.
+* ``serving`` (run when named): 8 adapters x 4 rows, greedy generation as one mixed batch (per-row
+  ``adapter_names``) vs 8 per-adapter calls: rows/s of both and their ratio.
 
 The targets these numbers are judged against are in docs/benchmarks.md.
 
