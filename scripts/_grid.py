@@ -141,4 +141,5 @@ def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET
 
 def _count(config: dict[str, Any], dim: int, max_length: int) -> ParamCount:
     kwargs = {k: v for k, v in config.items() if k != "peft_type"}
-    return count_adapter_params(dim=dim, max_length=max_length, with_added=config["peft_type"] != "PROMPT_TUNING", **kwargs)
+    with_added = config["peft_type"] != "PROMPT_TUNING"
+    return count_adapter_params(dim=dim, max_length=max_length, with_added=with_added, **kwargs)

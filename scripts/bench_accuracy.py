@@ -85,7 +85,8 @@ def plan(args: argparse.Namespace, model_dir: Path) -> list[minilm_runs.Job]:
         specs = minilm_runs.specs_from_args(args, model_dir, get_task(task_name).num_labels)
         flags = minilm_runs.common_flags(args.max_seq_length, setting.batch_size, steps, setting.max_eval_samples,
                                          setting.max_predict_samples) + ["--disable_tqdm", "True"]  # fmt: skip
-        jobs += [minilm_runs.Job.under(args.output_dir, task_name, spec, seed, flags) for spec in specs for seed in args.seeds]
+        jobs += [minilm_runs.Job.under(args.output_dir, task_name, spec, seed, flags)
+                 for spec in specs for seed in args.seeds]  # fmt: skip
     return jobs
 
 

@@ -99,7 +99,8 @@ class TaskRows:
         return [len(row["input_ids"]) for row in self.train]
 
 
-def real_rows(task: str, data_dir: Path, tokenizer: Any, max_len: int, limit: int, family: str = "seq2seq") -> TaskRows:
+def real_rows(task: str, data_dir: Path, tokenizer: Any, max_len: int, limit: int,
+              family: str = "seq2seq") -> TaskRows:  # fmt: skip
     """Rows formatted by ``data.loading`` and tokenised by ``data.preprocess`` for ``family``, unpadded."""
     from data.loading import load_task_splits
     from data.preprocess import max_target_length, tokenize_splits
@@ -162,7 +163,8 @@ def load_rows(args: argparse.Namespace, decoder_only: bool = False) -> dict[str,
     return out
 
 
-def collate(rows: list[dict[str, list[int]]], fixed_length: int | None, family: str = "seq2seq") -> dict[str, torch.Tensor]:
+def collate(rows: list[dict[str, list[int]]], fixed_length: int | None,
+            family: str = "seq2seq") -> dict[str, torch.Tensor]:  # fmt: skip
     """The project's ``PaddingCollator`` (T5 pad id 0): to ``fixed_length`` or to the batch's longest row."""
     from data.preprocess import PaddingCollator
 
@@ -799,7 +801,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()
     logging.getLogger("peft").setLevel(logging.ERROR)
     started = time.perf_counter()
-    bench = Bench(args, device, load_rows(args), build_backbone(args.size, args.num_layers, device), PeakMemory(device))
+    rows = load_rows(args)
+    bench = Bench(args, device, rows, build_backbone(args.size, args.num_layers, device), PeakMemory(device))
     report = header(bench, args.cases)
     cfg = report["config"]
     lines = [f"Backbone: random T5 d={cfg['d_model']}, {cfg['num_layers']}+{cfg['num_layers']} layers, "

@@ -201,8 +201,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-paper", action="store_true", help="add the published rows and ours − paper")
     parser.add_argument("--paper-file", default=str(PAPER_RESULTS), help="published numbers (default: %(default)s)")
     parser.add_argument("--decimals", type=int, default=1)
-    parser.add_argument("--ignore", nargs="+", default=[], metavar="KEY",
-                        help="extra config keys that do not define a setting (seed, output_dir and bookkeeping always ignored)")  # fmt: skip
+    parser.add_argument("--ignore", nargs="+", default=[], metavar="KEY", help="extra config keys that do not "
+                        "define a setting (seed, output_dir and bookkeeping always ignored)")  # fmt: skip
     parser.add_argument("--output", help="write here instead of stdout")
     return parser.parse_args(argv)
 

@@ -202,8 +202,9 @@ def summary_lines(requests: list[Request], bad: list[tuple[int, str]], tasks: li
         labelled = [r for r in rows if r.target != ""]
         scores = ""
         if labelled:
+            answers = [r.answers for r in labelled] if TASKS[task].is_qa else None
             metrics = compute_task_metrics(task, [r.prediction for r in labelled], [r.target for r in labelled],
-                                           answers=[r.answers for r in labelled] if TASKS[task].is_qa else None)  # fmt: skip
+                                           answers=answers)  # fmt: skip
             scores = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "invalid_predictions")
         lines.append(f"{task:<22} {len(rows):>6} {len(labelled):>9}  {scores}")
     lines.append(f"skipped lines: {len(bad)}")
