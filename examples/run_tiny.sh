@@ -35,6 +35,7 @@ for METHOD in $METHODS; do
                    --codebook_size_scpp 2 --sub_dim_scap 8 --codebook_size_scap 2" ;;
   esac
   OUT=$OUT_ROOT/runs/$METHOD/$TASK/lr${LR}_alr${ADDED_LR}_pl${PREFIX_LENGTH}_r${R}_L${MAX_LENGTH}_st${STEPS}
+  # A rerun keeps a finished run (train.py says so and exits 0); delete $OUT_ROOT/runs to start over.
   # --weight_decay 0: the original optimizer ignored --weight_decay (it always used 0).
   # shellcheck disable=SC2086
   python train.py --model_name_or_path "$MODEL" --task_name $TASK --data_dir "$DATA_DIR" $FLAGS \
@@ -44,7 +45,7 @@ for METHOD in $METHODS; do
     --max_train_samples 64 --max_eval_samples 32 --max_predict_samples 32 \
     --eval_strategy steps --eval_steps 10 --save_strategy steps --save_steps 10 \
     --load_best_model_at_end --save_total_limit 1 --logging_steps 5 \
-    --do_train --do_eval --do_predict --report_to tensorboard --overwrite_output_dir \
+    --do_train --do_eval --do_predict --report_to tensorboard \
     --output_dir "$OUT"
   echo "== $METHOD: $(python -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('eval_accuracy','test_accuracy','trainable_params')})" "$OUT/all_results.json")"
 done
