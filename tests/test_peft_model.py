@@ -377,6 +377,46 @@ def test_classifier_prompt_head_and_token_types(bert):
     assert all(p.grad is not None for p in head)
 
 
+def test_classifier_update_rows_follow_input_tokens(bert):
+    """Row j of a non-zero update goes to input token j ([CLS] included), which sits at position m + j
+    (j >= 1) after the prompt; padding and the batch's padded length change no real example's logits."""
+    model = get_peft_model(bert, _cfg())
+    _nonzero_b(model)
+    ids, mask = _batch(n=L - 2)
+    tt = torch.ones_like(ids)
+    seen = {}
+    hook = bert.bert.embeddings.LayerNorm.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0]))
+    logits = model(input_ids=ids, attention_mask=mask, token_type_ids=tt).logits
+    hook.remove()
+    prompt, added = model.adapter.compose()
+    emb = bert.bert.embeddings
+    n = ids.shape[1]
+    words = emb.word_embeddings(ids) + added[:n] + emb.token_type_embeddings(tt)
+    pos = emb.position_embeddings.weight
+    torch.testing.assert_close(seen["x"][:, 0], words[:, 0] + pos[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        seen["x"][:, 1 : M + 1],
+        (prompt + pos[1 : M + 1] + emb.token_type_embeddings.weight[0]).expand(2, -1, -1),
+        rtol=0,
+        atol=1e-6,
+    )
+    torch.testing.assert_close(seen["x"][:, M + 1 :], words[:, 1:] + pos[M + 1 : M + n], rtol=0, atol=1e-6)
+    # Example 1 alone without its 3 padding positions, and both examples padded 2 positions further.
+    real = int(mask[1].sum())
+    alone = model(
+        input_ids=ids[1:, :real], attention_mask=mask[1:, :real], token_type_ids=tt[1:, :real]
+    ).logits
+    torch.testing.assert_close(alone, logits[1:], rtol=0, atol=1e-5)
+    pad = torch.zeros(2, 2, dtype=torch.long)
+    longer = model(
+        input_ids=torch.cat([ids, pad], 1),
+        attention_mask=torch.cat([mask, pad], 1),
+        token_type_ids=torch.cat([tt, pad], 1),
+    ).logits
+    torch.testing.assert_close(longer, logits, rtol=0, atol=1e-5)
+    assert added[:n].abs().sum(-1).min() > 0
+
+
 @pytest.mark.filterwarnings("ignore::peft.BudgetWarning")
 def test_classifier_positions_must_fit(bert):
     with pytest.raises(ValueError, match="max_position_embeddings 512"):
