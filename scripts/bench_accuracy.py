@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.output_dir / "bench_accuracy.md").write_text(text, encoding="utf-8")
     report = {"data_dir": str(args.data_dir), "model": str(model_dir), "max_seq_length": args.max_seq_length,
               "m_pt": args.m_pt, "m_dept": args.m_dept,
-              "learning_rates": {k: getattr(args, f"{k}_lr") for k in ("prompt", "added", "head", "full")},
+              "learning_rates": {k: getattr(args, f"{k}_lr") for k in asdict(minilm_runs.LearningRates())},
               "task_settings": {t: asdict(s) for t, s in TASK_SETTINGS.items() if t in args.tasks},
               "this_invocation_seconds": elapsed, "runs_wall_seconds": total, "aggregates": rows, "runs": records}  # fmt: skip
     (args.output_dir / "bench_accuracy.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

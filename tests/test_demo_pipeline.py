@@ -171,3 +171,12 @@ def test_demo_reports_the_expected_data_path(tmp_path, tiny_bert_dir, capsys):
                       "--data_dir", str(tmp_path / "nowhere"), "--task_name", "rte"])  # fmt: skip
     assert code == 2
     assert f"expected {tmp_path / 'nowhere' / 'rte'}/" in capsys.readouterr().err
+
+
+def test_added_side_learning_rate_follows_its_kind():
+    """Low-rank updates (DePT, ACCEPT-SCPP) train at the lower rate, codebook updates (SCAP) at the higher."""
+    lrs = minilm_runs.LearningRates()
+    specs = {s.name: s for s in minilm_runs.method_specs(384, 128, 2, 20, 12, lrs)}
+    assert specs["PT"].added_lr is None
+    assert specs["DePT"].added_lr == specs["ACCEPT-SCPP"].added_lr == lrs.lowrank_added == 3e-4
+    assert specs["ACCEPT-SCAP"].added_lr == specs["ACCEPT"].added_lr == lrs.codebook_added == 3e-3
