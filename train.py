@@ -204,7 +204,7 @@ class DataTrainingArguments:
     )
     split_validation_test: bool = field(
         default=True,
-        metadata={"help": "Build validation/test from the HF splits as DePT does (tasks.md 1.4)."},
+        metadata={"help": "Build validation/test from the HF splits as DePT does (docs/fidelity.md#f-split)."},
     )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for tokenisation."}

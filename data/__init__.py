@@ -9,7 +9,7 @@ Faithful to DePT (kept on purpose, so numbers stay comparable):
   * MRQA targets, ``em`` and ``f1`` use only the first gold answer;
   * the split permutation is ``torch.randperm`` seeded with 42 whatever ``--seed`` is;
   * sources are padded to ``--max_seq_length`` by default (``pad_to_max_length=True``).
-Fixed or added (documented deviations):
+Fixed or added (deviations, each explained in docs/fidelity.md):
   * WSC span text is regex-escaped before matching (the original inserted it unescaped);
   * k-shot sampling uses fresh class counters per call (the original mutated a shared dict);
     k-shot on a task without class counts raises a ValueError instead of a KeyError;

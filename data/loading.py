@@ -1,4 +1,4 @@
-"""Loading, splitting, templating and few-shot sampling of a task (tasks.md §1.4-1.5, §2-3).
+"""Loading, splitting, templating and few-shot sampling of a task (docs/fidelity.md#f-split, #f-kshot).
 
 ``load_task_splits`` returns a ``DatasetDict`` with the logical splits ``train``/``validation``/``test``
 and the columns ``source``, ``target``, ``task`` plus ``label`` (classification: int, STS-B: float;
@@ -118,7 +118,7 @@ def _check_schema(task: TaskSpec, dataset: datasets.Dataset, origin: str) -> Non
 
 
 # ----------------------------------------------------------------------------------------------
-# split rule (tasks.md §1.4)
+# split rule (docs/fidelity.md#f-split)
 
 
 def split_permutation(n: int) -> list[int]:
@@ -167,7 +167,7 @@ def hf_split_for(task: TaskSpec, logical_split: str, split_validation_test: bool
 
 
 # ----------------------------------------------------------------------------------------------
-# templates and targets (tasks.md §1.2-1.3)
+# templates and targets (docs/fidelity.md#f-template, #f-labels)
 
 
 def _field_texts(task: TaskSpec, example: dict) -> list[str]:
@@ -255,7 +255,7 @@ def format_dataset(
 
 
 # ----------------------------------------------------------------------------------------------
-# few-shot sampling (tasks.md §1.5)
+# few-shot sampling (docs/fidelity.md#f-kshot)
 
 
 def _kshot_class(task: TaskSpec, target: str) -> str:
@@ -317,7 +317,7 @@ def load_task_splits(
     Args:
         data_dir: ``None`` = the hub; else ``data_dir/<task>/<hf_split>.{jsonl,json,csv,parquet}``.
         seed: the training seed, used only by the k-shot shuffle (the split permutation is always 42).
-        max_*_samples: ``n_obs`` of the train/validation/test logical split (tasks.md §1.4).
+        max_*_samples: ``n_obs`` of the train/validation/test logical split (docs/fidelity.md#f-split).
         splits: which logical splits to build (only their HF files are read).
     """
     task = get_task(task_name)

@@ -1,4 +1,4 @@
-"""Tokenisation of formatted splits and the padding collator (tasks.md §1.6, training.md §5).
+"""Tokenisation of formatted splits and the padding collator (docs/fidelity.md#f-tokenize, #f-causal).
 
 Three model families:
 

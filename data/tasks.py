@@ -38,10 +38,10 @@ class TaskSpec:
         hub_id, hub_config: namespaced, script-free HuggingFace dataset id and config.
         fields: ``(prefix, field)`` pairs; source = ``" ".join([prefix1, text1, prefix2, text2, ...])``.
         text_transform: applied to every field text before templating (``wsc_spans`` marks the
-            ``text`` field with ``*``/``#`` around span1/span2, tasks.md §2.7).
+            ``text`` field with ``*``/``#`` around span1/span2, docs/fidelity.md#f-wsc).
         label_field, label_rule: where the gold label is and how it becomes the target string.
         split_rule: ``small`` (HF validation halved), ``large`` (1000 train rows held out) or
-            ``neither`` (HF splits used as they are), tasks.md §1.4.
+            ``neither`` (HF splits used as they are), docs/fidelity.md#f-split.
         hf_splits: ``(logical split, HF split name)`` pairs (see :attr:`split_map`).
         metric_names: metric keys in the order they are produced; ``metric_for_best_model`` picks
             the best checkpoint (greater is better).
@@ -159,7 +159,7 @@ S1S2 = (("sentence1:", "sentence1"), ("sentence2:", "sentence2"))
 PREMISE_HYPOTHESIS = (("premise:", "premise"), ("hypothesis:", "hypothesis"))
 
 _TASK_LIST: tuple[TaskSpec, ...] = (
-    # GLUE (tasks.md §2.1)
+    # GLUE (templates: docs/fidelity.md#f-template)
     _glue("cola", (("sentence:", "sentence"),), "small", ("matthews_correlation",), "matthews_correlation"),
     _glue("sst2", (("sentence:", "sentence"),), "large"),
     _glue("mrpc", S1S2, "small", ("f1", "accuracy")),
@@ -174,7 +174,7 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
     ),
     _glue("qnli", (("question:", "question"), ("sentence:", "sentence")), "large"),
     _glue("rte", S1S2, "small"),
-    # SuperGLUE (tasks.md §2.2); HF test splits are unlabeled and never used.
+    # SuperGLUE; HF test splits are unlabeled and never used.
     _superglue("superglue-boolq", "boolq", (("question:", "question"), ("passage:", "passage"))),
     _superglue(
         "superglue-cb", "cb", PREMISE_HYPOTHESIS, ("f1_multiclass", "accuracy"), "f1_multiclass", TERNARY
@@ -198,12 +198,12 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
         text_transform="wsc_spans",
         extra_required=("span1_index", "span2_index", "span1_text", "span2_text"),
     ),
-    # MRQA 2019 (tasks.md §2.3)
+    # MRQA 2019 (docs/fidelity.md#f-mrqa)
     _mrqa("nq", "naturalquestionsshortqa"),
     _mrqa("hotpotqa", "hotpotqa"),
     _mrqa("searchqa", "searchqa"),
     _mrqa("newsqa", "newsqa"),
-    # DePT's extra tasks (tasks.md §3)
+    # DePT's extra tasks (not in the ACCEPT paper)
     TaskSpec(
         # FAITHFUL BUG: DePT's template shows option1 twice ("option0: {option1} option1: {option1}")
         # and never shows option2, so the model cannot see the second candidate. Reproduced on

@@ -1,4 +1,4 @@
-"""Metric functions on strings (metrics.md §2-4). Every score is multiplied by 100.
+"""Metric functions on strings (docs/fidelity.md#f-metrics). Every score is multiplied by 100.
 
 Each function takes ``(predictions, references)`` as equal-length lists of strings and returns
 ``{key: value}``. :func:`compute_task_metrics` applies a task's metric list in order.

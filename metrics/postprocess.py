@@ -1,4 +1,4 @@
-"""Text post-/pre-processing shared by data preparation and scoring (tasks.md §2.3-2.7, metrics.md §1, §4)."""
+"""Text processing shared by data preparation and scoring (docs/fidelity.md#f-mrqa, #f-wsc, #f-metrics)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def mark_span(text: str, span_text: str, span_index: int, mark: str) -> str:
 
 
 def mark_wsc_spans(text: str, span1_text: str, span1_index: int, span2_text: str, span2_index: int) -> str:
-    """WSC source text: span1 (the noun) in ``* ... *``, span2 (the pronoun) in ``# ... #`` (tasks.md §2.7)."""
+    """WSC source: span1 (the noun) in ``* ... *``, span2 (the pronoun) in ``# ... #`` (docs/fidelity.md#f-wsc)."""
     marked = mark_span(text, span1_text, span1_index, "*")
     if span1_index < span2_index:
         span2_index += 2  # the two "*" words inserted before span2
@@ -65,7 +65,7 @@ def normalize_answer(text: str) -> str:
 def decode_generations(
     tokenizer, predictions, labels, pad_token_id: int | None = None
 ) -> tuple[list[str], list[str]]:
-    """Decode generated ids and label ids to stripped strings (metrics.md §1).
+    """Decode generated ids and label ids to stripped strings (docs/fidelity.md#f-metrics).
 
     Args:
         predictions: ``[N, T]`` ids (or a tuple whose first element is), may contain -100.

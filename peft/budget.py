@@ -87,7 +87,7 @@ def count_adapter_params(
     sub_dim_scap: int = 32,
     codebook_size_scap: int = 4,
 ) -> ParamCount:
-    """Count trainable adapter parameters from the method's shapes (method.md section 6).
+    """Count trainable adapter parameters from the method's shapes (docs/fidelity.md#f-budget).
 
     ``with_added`` is False for vanilla PT (no added side); for DePT/ACCEPT the added side is the
     low-rank product A @ B (r may be 0) or SCAP when ``scap``.
@@ -118,7 +118,7 @@ class Budget:
 
 
 def paper_budget(dim: int, num_virtual_tokens: int, budget_tokens: int = PT_BUDGET_TOKENS) -> Budget:
-    """Budget of PT with ``budget_tokens`` tokens, split at m (ACCEPT README, defects A12)."""
+    """Budget of PT with ``budget_tokens`` tokens, split at m (docs/fidelity.md#f-budget)."""
     if num_virtual_tokens > budget_tokens:
         raise ValueError(
             f"--prefix_length {num_virtual_tokens} exceeds the budget of {budget_tokens} prompt tokens."

@@ -16,7 +16,7 @@ class CodebookMatrix(nn.Module):
     Row i, subspace k (columns ``[k*s, (k+1)*s)``) is ``sum_c weight[i, k, c] * codebook[k, c, :]``:
     no softmax, no normalisation. Both tensors are float32 and initialised with
     ``kaiming_uniform_`` (a = sqrt(5) for the weights, ``codebook_init_a`` for the codebooks:
-    sqrt(5) for SCPP, 0 for SCAP; method.md sections 3-4).
+    sqrt(5) for SCPP, 0 for SCAP; docs/fidelity.md#f-init).
     """
 
     def __init__(

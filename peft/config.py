@@ -57,7 +57,7 @@ class BudgetWarning(UserWarning):
 
 @dataclass
 class PromptTuningConfig:
-    """Hyper-parameters of a prompt adapter (symbols as in the spec: m, d, L, r, s, C)."""
+    """Hyper-parameters of a prompt adapter (symbols m, d, L, r, s, C as in docs/fidelity.md)."""
 
     peft_type: str = "PROMPT_TUNING_LORA"
     task_type: str | None = None
@@ -197,7 +197,7 @@ class PromptTuningConfig:
         )
 
     def _check_budget(self, d: int) -> None:
-        """Paper rule: prepended <= m*d, added <= (budget_tokens - m)*d (defects A12)."""
+        """Paper rule: prepended <= m*d, added <= (budget_tokens - m)*d (docs/fidelity.md#f-budget)."""
         problems = self.budget_problems(d)
         if not problems:
             return

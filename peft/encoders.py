@@ -1,6 +1,6 @@
 """The trainable adapter: a prepended prompt (dense or SCPP) and an optional added update (DePT A@B or SCAP).
 
-Tensor key names follow the original ``adapter_model.bin`` files (training.md section 6), so one
+Tensor key names follow the original ``adapter_model.bin`` files (docs/fidelity.md#f-adapter-keys), so one
 mapping serves saving, loading the original checkpoints and transfer initialisation.
 """
 
@@ -85,7 +85,7 @@ class LowRankUpdate(nn.Module):
 
 
 class CodebookUpdate(CodebookMatrix):
-    """SCAP: the (L, d) update from weights (L, K_a, C_a) and codebooks (K_a, C_a, s_a); unscaled (defects A4)."""
+    """SCAP: (L, d) update from weights (L, K_a, C_a) and codebooks (K_a, C_a, s_a), unscaled: docs/fidelity.md#f-scap."""
 
     def __init__(self, max_length: int, dim: int, sub_dim: int, codebook_size: int) -> None:
         super().__init__(max_length, dim, sub_dim, codebook_size, 0.0, "sub_dim_scap")

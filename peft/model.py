@@ -1,7 +1,7 @@
 """Wrappers that prepend the prompt and add the position-wise update to a frozen HuggingFace model.
 
 Families (from the model config, never from paths): ``seq2seq`` (T5 & co.), ``causal`` (Llama,
-GPT-2, ...), ``classifier`` (BERT-style sequence classifiers). Input construction (method.md §5):
+GPT-2, ...), ``classifier`` (BERT-style sequence classifiers). Input construction (docs/fidelity.md#f-combine):
 ``[prompt (m rows) ; E[x] + added[:n]]`` with the attention mask prefixed by m ones.
 """
 

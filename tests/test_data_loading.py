@@ -1,4 +1,4 @@
-"""Local loading, split rules, n_obs, k-shot and bad-input errors (tasks.md §1.4-1.5)."""
+"""Local loading, split rules, n_obs, k-shot and bad-input errors (docs/fidelity.md#f-split, #f-kshot)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_mnli_uses_mismatched_for_validation_and_matched_for_test(tmp_path):
 
 def test_real_data_split_sizes_match_released_logs(shared_dir):
     root = shared_dir / "data-real"
-    # (task, expected validation, expected test) from the released DePT runs (tasks.md "log" sizes)
+    # (task, expected validation, expected test) from the released DePT runs (docs/fidelity.md#f-split)
     for task, val, test in [("rte", 138, 139), ("cola", 521, 522), ("mrpc", 204, 204), ("stsb", 750, 750),
                             ("superglue-cb", 28, 28), ("superglue-wic", 319, 319), ("superglue-wsc.fixed", 52, 52),
                             ("superglue-boolq", 1635, 1635)]:  # fmt: skip

@@ -1,4 +1,4 @@
-"""Task registry, templates and label rules (tasks.md §1.2-1.3, §2, §3)."""
+"""Task registry, templates and label rules (docs/fidelity.md#f-template, #f-labels)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_unknown_task_lists_valid_names():
         get_task("sst-2")
 
 
-# Expected sources written from the spec's templates, independently of the registry.
+# Expected sources typed from the original templates (docs/fidelity.md#f-template), not from the registry.
 TEMPLATES = {
     "cola": lambda r: f"sentence: {r['sentence']}",
     "sst2": lambda r: f"sentence: {r['sentence']}",

@@ -1,4 +1,4 @@
-"""Parity with the original ACCEPT/DePT implementation on tiny models (../shared/golden, see its README)."""
+"""Parity with the original ACCEPT/DePT code on tiny models (reference outputs in ../shared/golden)."""
 
 from __future__ import annotations
 

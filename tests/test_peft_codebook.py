@@ -1,4 +1,4 @@
-"""The codebook building block and the adapter's initialisations (method.md sections 1-4)."""
+"""The codebook building block and the adapter's initialisations (docs/fidelity.md#f-init)."""
 
 from __future__ import annotations
 

@@ -247,7 +247,7 @@ def test_transfer_and_few_shot_from_a_saved_adapter(tiny_t5_dir, rte_dir, tmp_pa
                      "--prefix_length", "9", "--learning_rate", "0")  # fmt: skip
     assert main(argv) == 0
     assert read_json(few / "run_config.json")["method"] == "ACCEPT"  # from the saved config, not the CLI
-    assert read_json(few / "all_results.json")["train_samples"] == 2  # K examples in total (tasks.md 1.5)
+    assert read_json(few / "all_results.json")["train_samples"] == 2  # K examples in total (docs/fidelity.md#f-kshot)
     few_tensors = load_file(few / "adapter_model.safetensors")
     # learning rate 0 for the prepended side: SCPP tensors are exactly the source's
     for key in few_tensors:

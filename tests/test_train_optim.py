@@ -63,7 +63,7 @@ def test_linear_schedule_matches_the_released_mrpc_log():
     assert lrs[999] == pytest.approx(0.3 * 9000 / 9500)  # 0.28421...
     assert round(lrs[999], 5) == 0.28421
     with pytest.raises(ValueError, match="positive"):
-        build_linear_schedule(optimizer, 0, -1)  # defect D2: max_steps -1
+        build_linear_schedule(optimizer, 0, -1)  # the original passed -1 (docs/fidelity.md#f-schedule)
 
 
 def tiny_dataset(tokenizer, n: int = 8) -> datasets.Dataset:

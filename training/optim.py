@@ -1,7 +1,7 @@
-"""Optimizer and learning-rate schedule of DePT/ACCEPT (method.md section 8), with every value explicit.
+"""Optimizer and learning-rate schedule of DePT/ACCEPT (docs/fidelity.md#f-optim), with every value explicit.
 
 The originals built ``transformers.AdamW(groups, lr)``: betas (0.9, 0.999), eps 1e-6, weight decay 0
-(``--weight_decay`` was silently ignored, defect D1), bias correction on. torch's ``AdamW`` has other
+(``--weight_decay`` was silently ignored), bias correction on. torch's ``AdamW`` has other
 defaults (eps 1e-8, weight decay 1e-2), so nothing here relies on defaults.
 """
 
@@ -71,7 +71,7 @@ def build_linear_schedule(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear ramp 0 -> peak over ``num_warmup_steps``, then linear decay to 0 at ``num_training_steps``.
 
-    ``num_training_steps`` must be the real number of optimizer steps (defect D2: the original passed
+    ``num_training_steps`` must be the real number of optimizer steps (docs/fidelity.md#f-schedule: the original passed
     -1 without ``--max_steps``, which made the learning rate 0 after warm-up).
     """
     if num_training_steps <= 0:
