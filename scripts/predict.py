@@ -36,6 +36,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from data.labels import is_missing_label, label_problem  # noqa: E402
 from data.loading import build_source, build_target  # noqa: E402
 from data.preprocess import PaddingCollator, max_target_length, tokenize_splits  # noqa: E402
 from data.tasks import TASKS, TaskSpec  # noqa: E402
@@ -120,8 +121,13 @@ def _row_problem(row: dict[str, Any], tasks: dict[str, Path]) -> str | None:
             return f"missing field {key!r}"
     if row["task"] not in tasks:
         return f"unknown task {row['task']!r} (adapters given: {', '.join(tasks)})"
-    missing = [name for name in TASKS[row["task"]].required_fields if name not in row]
-    return f"missing field(s) {missing} for {row['task']}" if missing else None
+    task = TASKS[row["task"]]
+    missing = [name for name in task.required_fields if name not in row]
+    if missing:
+        return f"missing field(s) {missing} for {row['task']}"
+    value = row.get(task.label_field)
+    problem = None if is_missing_label(value) else label_problem(task, value)
+    return f"{task.label_field} {value!r} {problem}" if problem else None
 
 
 def adapter_name(task: str) -> str:

@@ -29,6 +29,22 @@ REQUESTS = [
 ]
 
 
+def test_invalid_labels_are_skipped_not_scored(tmp_path):
+    """A label 7 for rte was scored as target "7" and 1.5 as "1" (int() truncation), silently."""
+    rows = [
+        {"id": "ok", "task": "rte", "sentence1": "a", "sentence2": "b", "label": 1},
+        {"id": "none", "task": "rte", "sentence1": "a", "sentence2": "b", "label": None},
+        {"id": "range", "task": "rte", "sentence1": "a", "sentence2": "b", "label": 7},
+        {"id": "float", "task": "rte", "sentence1": "a", "sentence2": "b", "label": 1.5},
+    ]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    requests, bad = predict.read_requests(path, {"rte": tmp_path})
+    assert [r.id for r in requests] == ["ok", "none"]
+    assert [number for number, _ in bad] == [3, 4]
+    assert "label 7 is out of range" in bad[0][1] and "label 1.5 must be a whole class index" in bad[1][1]
+
+
 @pytest.fixture()
 def adapter_dirs(tiny_t5_dir, tmp_path):
     dirs = {}
