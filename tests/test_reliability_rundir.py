@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -118,6 +119,16 @@ def test_overwrite_output_dir_moves_the_previous_run_aside(small_t5_dir, rte_dat
     assert adapter_b == (out / "checkpoint-2" / "adapter_model.safetensors").read_bytes()
     assert main(run_b) == 0  # B's command again: B is finished, A's checkpoint-4 is out of reach
     assert (out / "adapter_model.safetensors").read_bytes() == adapter_b
+
+
+def test_overwrite_refuses_to_move_the_runs_own_inputs_aside(small_t5_dir, rte_data, tmp_path):
+    """A model (or data) kept inside --output_dir was moved into .<name>.previous before it loaded (then
+    a traceback), and the next overwrite would have deleted it."""
+    out = tmp_path / "runs"
+    model = out / "model"
+    shutil.copytree(small_t5_dir, model)
+    assert main([*train_argv(model, rte_data, out, "--max_steps", "2"), "--overwrite_output_dir"]) == 2
+    assert (model / "config.json").is_file() and not (tmp_path / ".runs.previous").exists()
 
 
 KILL_IN_SAVE = """
