@@ -332,7 +332,7 @@ def _main(argv: list[str] | None) -> int:
             output_dir = Path(training_args.output_dir)
             if training_args.process_index == 0:
                 lock = OutputDirLock(output_dir)
-                if output_dir.is_dir():
+                if output_dir.exists():
                     lock.acquire()  # first of all: a running run's folder is reported as such
             if is_finished(output_dir) and not training_args.overwrite_output_dir:
                 return report_finished(output_dir)

@@ -131,6 +131,16 @@ def test_overwrite_refuses_to_move_the_runs_own_inputs_aside(small_t5_dir, rte_d
     assert (model / "config.json").is_file() and not (tmp_path / ".runs.previous").exists()
 
 
+@pytest.mark.parametrize("name", ["a_file", "a_file/sub"])
+def test_an_output_dir_that_cannot_be_a_folder_fails_with_one_line(name, small_t5_dir, rte_data, tmp_path, capsys):
+    """A file of that name (or below one) raised FileExistsError/NotADirectoryError after the data loaded."""
+    (tmp_path / "a_file").write_text("not a folder")
+    capsys.readouterr()
+    assert main(train_argv(small_t5_dir, rte_data, tmp_path / name, "--max_steps", "2")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"--output_dir {tmp_path / name} cannot be used as a folder" in err
+
+
 KILL_IN_SAVE = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})

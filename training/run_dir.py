@@ -133,13 +133,18 @@ class OutputDirLock:
         """Take the lock (creating ``output_dir``); RunDirError at once when another process holds it."""
         if self.held:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
-        except Timeout as exc:
+        except Timeout as exc:  # before OSError: filelock.Timeout is a TimeoutError
             raise RunDirError(
                 f"--output_dir {self.path.parent} is in use by another running train.py (lock {self.path}); "
                 "wait for it to end or choose another --output_dir."
+            ) from exc
+        except OSError as exc:  # a file of that name, a read-only or missing parent
+            raise RunDirError(
+                f"--output_dir {self.path.parent} cannot be used as a folder ({exc.strerror or exc}); "
+                "choose another --output_dir."
             ) from exc
         self.held = True
 
