@@ -252,7 +252,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transformers.logging.disable_progress_bar()
     family = detect_family(load_model_config(args.model_name_or_path))
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path, family)
-    model = load_model(args.model_name_or_path, args.adapters, family, args.device)
+    try:
+        model = load_model(args.model_name_or_path, args.adapters, family, args.device)
+    except (ValueError, OSError) as exc:  # an unreadable adapter file, an adapter of another model width
+        print(f"predict.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
     configs = {task: model.peft_config[adapter_name(task)] for task in args.adapters}
     lengths = {task: c.max_length if c.has_added else args.max_seq_length for task, c in configs.items()}
     target_lengths = {task: max_target_length(task, tokenizer) for task in args.adapters}

@@ -112,6 +112,23 @@ def test_predict_two_adapters_with_bad_lines(
     assert [line.split()[:3] for line in summary.splitlines()[1:3]] == [["rte", "2", "2"], ["sst2", "2", "1"]]
 
 
+def test_an_unreadable_adapter_file_fails_with_one_line(tiny_t5_dir, adapter_dirs, tmp_path, capsys):
+    """A truncated adapter_model.safetensors raised a ValueError traceback after the backbone loaded."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_bytes((adapter_dirs["rte"] / "adapter_config.json").read_bytes())
+    (broken / "adapter_model.safetensors").write_bytes(b"xx")
+    requests = tmp_path / "r.jsonl"
+    requests.write_text(json.dumps(REQUESTS[0]) + "\n")
+    argv = ["--model_name_or_path", str(tiny_t5_dir), "--adapter", f"rte={broken}", "--input", str(requests),
+            "--output", str(tmp_path / "o")]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        predict.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adapter_model.safetensors is not a readable safetensors file" in err[0], err
+
+
 @pytest.mark.parametrize(
     "adapter, message",
     [
