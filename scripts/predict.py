@@ -29,7 +29,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
@@ -240,23 +240,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def fail(message: str) -> NoReturn:
+    """End with one error line and exit status 2, as argparse does for bad arguments."""
+    print(f"predict.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
-    requests, bad = read_requests(args.input, args.adapters)
+    try:
+        requests, bad = read_requests(args.input, args.adapters)
+    except UnicodeDecodeError as exc:
+        fail(f"--input {args.input} is not UTF-8 text ({exc.reason} at byte {exc.start})")
     for number, reason in bad:
         logger.warning("%s:%d: %s; skipped", args.input, number, reason)
     if not requests:
         raise SystemExit(f"--input {args.input}: no valid request lines ({len(bad)} skipped)")
     datasets.disable_progress_bars()  # one progress bar: the prediction loop's
     transformers.logging.disable_progress_bar()
-    family = detect_family(load_model_config(args.model_name_or_path))
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path, family)
-    try:
+    try:  # no such model folder, an unreadable adapter file, an adapter of another model width
+        family = detect_family(load_model_config(args.model_name_or_path))
+        tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path, family)
         model = load_model(args.model_name_or_path, args.adapters, family, args.device)
-    except (ValueError, OSError) as exc:  # an unreadable adapter file, an adapter of another model width
-        print(f"predict.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (ValueError, OSError) as exc:
+        fail(" ".join(str(exc).split()))
     configs = {task: model.peft_config[adapter_name(task)] for task in args.adapters}
     lengths = {task: c.max_length if c.has_added else args.max_seq_length for task, c in configs.items()}
     target_lengths = {task: max_target_length(task, tokenizer) for task in args.adapters}

@@ -129,6 +129,22 @@ def test_an_unreadable_adapter_file_fails_with_one_line(tiny_t5_dir, adapter_dir
     assert len(err) == 1 and "adapter_model.safetensors is not a readable safetensors file" in err[0], err
 
 
+def test_unreadable_input_or_model_fails_with_one_line(adapter_dirs, tmp_path, capsys):
+    """Non-UTF-8 requests raised UnicodeDecodeError; a missing model folder raised the hub's OSError."""
+    requests = tmp_path / "r.jsonl"
+    argv = ["--adapter", f"rte={adapter_dirs['rte']}", "--input", str(requests), "--output", str(tmp_path / "o")]
+    for model, text, message in [
+        (tmp_path, b"\xff\xfe\n", "is not UTF-8 text"),
+        (tmp_path / "nope", json.dumps(REQUESTS[0]).encode() + b"\n", "nope"),
+    ]:
+        requests.write_bytes(text)
+        with pytest.raises(SystemExit) as exc:
+            predict.main(["--model_name_or_path", str(model), *argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("predict.py: error:") and message in err[0], err
+
+
 @pytest.mark.parametrize(
     "adapter, message",
     [
