@@ -313,6 +313,16 @@ def main(argv: list[str] | None = None) -> int:
         restore_logging()
 
 
+def input_paths(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict[str, str | None]:
+    """The local files and folders a run reads (flag -> path), which --overwrite_output_dir must not move."""
+    paths = {
+        f"--{name}": getattr(model_args, name)
+        for name in ("model_name_or_path", "tokenizer_name", "peft_model_id", "pretrain_scpp_ckpt",
+                     "pretrain_scap_ckpt", "cache_dir")
+    }  # fmt: skip
+    return {**paths, "--data_dir": data_args.data_dir}
+
+
 def _main(argv: list[str] | None) -> int:
     lock = None
     try:
@@ -322,7 +332,7 @@ def _main(argv: list[str] | None) -> int:
             output_dir = Path(training_args.output_dir)
             if training_args.process_index == 0:
                 lock = OutputDirLock(output_dir)
-                if output_dir.is_dir():
+                if output_dir.exists():
                     lock.acquire()  # first of all: a running run's folder is reported as such
             if is_finished(output_dir) and not training_args.overwrite_output_dir:
                 return report_finished(output_dir)
@@ -343,7 +353,7 @@ def _main(argv: list[str] | None) -> int:
             if lock is not None:
                 lock.acquire()
                 if training_args.overwrite_output_dir:
-                    move_previous_run_aside(output_dir)
+                    move_previous_run_aside(output_dir, input_paths(model_args, data_args))
         except (ConfigError, RunDirError) as exc:
             logger.error("%s", " ".join(str(exc).split()))  # one line, also for a library's multi-line message
             return 2

@@ -80,6 +80,10 @@ def check_rows(
                 )
     labels = columns.get(task.label_field)
     if labels is None:
+        if split == "train":
+            raise ValueError(
+                f"{origin}: no {task.label_field!r} column; training rows need a label (add the column)"
+            )
         return len(rows)
     unlabeled = 0
     for row, value in zip(rows, labels, strict=True):

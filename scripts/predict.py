@@ -29,13 +29,14 @@ import json  # noqa: E402
 import logging  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from data.labels import is_missing_label, label_problem  # noqa: E402
 from data.loading import build_source, build_target  # noqa: E402
 from data.preprocess import PaddingCollator, max_target_length, tokenize_splits  # noqa: E402
 from data.tasks import TASKS, TaskSpec  # noqa: E402
@@ -120,8 +121,13 @@ def _row_problem(row: dict[str, Any], tasks: dict[str, Path]) -> str | None:
             return f"missing field {key!r}"
     if row["task"] not in tasks:
         return f"unknown task {row['task']!r} (adapters given: {', '.join(tasks)})"
-    missing = [name for name in TASKS[row["task"]].required_fields if name not in row]
-    return f"missing field(s) {missing} for {row['task']}" if missing else None
+    task = TASKS[row["task"]]
+    missing = [name for name in task.required_fields if name not in row]
+    if missing:
+        return f"missing field(s) {missing} for {row['task']}"
+    value = row.get(task.label_field)
+    problem = None if is_missing_label(value) else label_problem(task, value)
+    return f"{task.label_field} {value!r} {problem}" if problem else None
 
 
 def adapter_name(task: str) -> str:
@@ -234,19 +240,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def fail(message: str) -> NoReturn:
+    """End with one error line and exit status 2, as argparse does for bad arguments."""
+    print(f"predict.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
-    requests, bad = read_requests(args.input, args.adapters)
+    try:
+        requests, bad = read_requests(args.input, args.adapters)
+    except UnicodeDecodeError as exc:
+        fail(f"--input {args.input} is not UTF-8 text ({exc.reason} at byte {exc.start})")
     for number, reason in bad:
         logger.warning("%s:%d: %s; skipped", args.input, number, reason)
     if not requests:
         raise SystemExit(f"--input {args.input}: no valid request lines ({len(bad)} skipped)")
     datasets.disable_progress_bars()  # one progress bar: the prediction loop's
     transformers.logging.disable_progress_bar()
-    family = detect_family(load_model_config(args.model_name_or_path))
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path, family)
-    model = load_model(args.model_name_or_path, args.adapters, family, args.device)
+    try:  # no such model folder, an unreadable adapter file, an adapter of another model width
+        family = detect_family(load_model_config(args.model_name_or_path))
+        tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path, family)
+        model = load_model(args.model_name_or_path, args.adapters, family, args.device)
+    except (ValueError, OSError) as exc:
+        fail(" ".join(str(exc).split()))
     configs = {task: model.peft_config[adapter_name(task)] for task in args.adapters}
     lengths = {task: c.max_length if c.has_added else args.max_seq_length for task, c in configs.items()}
     target_lengths = {task: max_target_length(task, tokenizer) for task in args.adapters}

@@ -196,6 +196,14 @@ def test_unlabeled_rows_are_kept(tmp_path, caplog):
     assert paws["test"][0]["target"] == "" and "no 'label' column" in caplog.text
 
 
+def test_train_file_without_a_label_column_is_refused(tmp_path):
+    """Without the column every row was trained as an empty target (exit 0), as with -1 labels."""
+    rows = [{k: v for k, v in row.items() if k != "label"} for row in rte_rows(4)]
+    path = write_jsonl(tmp_path / "rte" / "train.jsonl", rows)
+    with pytest.raises(ValueError, match=f"{path}: no 'label' column; training rows need a label"):
+        load_task_splits("rte", data_dir=tmp_path, splits=("train",))
+
+
 def test_fixture_tasks_load(caplog):
     wino = load_task_splits("winogrande", data_dir=FIXTURES, splits=("validation", "test"))
     assert len(wino["validation"]) == 3 and wino["test"]["target"] == ["1", "0"]  # large: val from train

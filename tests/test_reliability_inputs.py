@@ -149,6 +149,8 @@ BAD_FLAGS = {
     "negative learning rate": (["--learning_rate", "-0.1"], "--learning_rate must be >= 0"),
     "batch size 0": (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be >= 1"),
     "huge length": (["--max_seq_length", "100000"], "--max_seq_length 100000"),
+    "negative seed": (["--seed", "-5"], "--seed must be between 0 and 4294967295"),
+    "negative data seed": (["--data_seed", "-1"], "--data_seed must be between 0 and 4294967295"),
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -118,6 +119,26 @@ def test_overwrite_output_dir_moves_the_previous_run_aside(small_t5_dir, rte_dat
     assert adapter_b == (out / "checkpoint-2" / "adapter_model.safetensors").read_bytes()
     assert main(run_b) == 0  # B's command again: B is finished, A's checkpoint-4 is out of reach
     assert (out / "adapter_model.safetensors").read_bytes() == adapter_b
+
+
+def test_overwrite_refuses_to_move_the_runs_own_inputs_aside(small_t5_dir, rte_data, tmp_path):
+    """A model (or data) kept inside --output_dir was moved into .<name>.previous before it loaded (then
+    a traceback), and the next overwrite would have deleted it."""
+    out = tmp_path / "runs"
+    model = out / "model"
+    shutil.copytree(small_t5_dir, model)
+    assert main([*train_argv(model, rte_data, out, "--max_steps", "2"), "--overwrite_output_dir"]) == 2
+    assert (model / "config.json").is_file() and not (tmp_path / ".runs.previous").exists()
+
+
+@pytest.mark.parametrize("name", ["a_file", "a_file/sub"])
+def test_an_output_dir_that_cannot_be_a_folder_fails_with_one_line(name, small_t5_dir, rte_data, tmp_path, capsys):
+    """A file of that name (or below one) raised FileExistsError/NotADirectoryError after the data loaded."""
+    (tmp_path / "a_file").write_text("not a folder")
+    capsys.readouterr()
+    assert main(train_argv(small_t5_dir, rte_data, tmp_path / name, "--max_steps", "2")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"--output_dir {tmp_path / name} cannot be used as a folder" in err
 
 
 KILL_IN_SAVE = """

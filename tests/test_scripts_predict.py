@@ -29,6 +29,22 @@ REQUESTS = [
 ]
 
 
+def test_invalid_labels_are_skipped_not_scored(tmp_path):
+    """A label 7 for rte was scored as target "7" and 1.5 as "1" (int() truncation), silently."""
+    rows = [
+        {"id": "ok", "task": "rte", "sentence1": "a", "sentence2": "b", "label": 1},
+        {"id": "none", "task": "rte", "sentence1": "a", "sentence2": "b", "label": None},
+        {"id": "range", "task": "rte", "sentence1": "a", "sentence2": "b", "label": 7},
+        {"id": "float", "task": "rte", "sentence1": "a", "sentence2": "b", "label": 1.5},
+    ]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    requests, bad = predict.read_requests(path, {"rte": tmp_path})
+    assert [r.id for r in requests] == ["ok", "none"]
+    assert [number for number, _ in bad] == [3, 4]
+    assert "label 7 is out of range" in bad[0][1] and "label 1.5 must be a whole class index" in bad[1][1]
+
+
 @pytest.fixture()
 def adapter_dirs(tiny_t5_dir, tmp_path):
     dirs = {}
@@ -94,6 +110,39 @@ def test_predict_two_adapters_with_bad_lines(
     summary = capsys.readouterr().out
     assert "rte" in summary and "sst2" in summary and "skipped lines: 3" in summary
     assert [line.split()[:3] for line in summary.splitlines()[1:3]] == [["rte", "2", "2"], ["sst2", "2", "1"]]
+
+
+def test_an_unreadable_adapter_file_fails_with_one_line(tiny_t5_dir, adapter_dirs, tmp_path, capsys):
+    """A truncated adapter_model.safetensors raised a ValueError traceback after the backbone loaded."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_bytes((adapter_dirs["rte"] / "adapter_config.json").read_bytes())
+    (broken / "adapter_model.safetensors").write_bytes(b"xx")
+    requests = tmp_path / "r.jsonl"
+    requests.write_text(json.dumps(REQUESTS[0]) + "\n")
+    argv = ["--model_name_or_path", str(tiny_t5_dir), "--adapter", f"rte={broken}", "--input", str(requests),
+            "--output", str(tmp_path / "o")]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        predict.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adapter_model.safetensors is not a readable safetensors file" in err[0], err
+
+
+def test_unreadable_input_or_model_fails_with_one_line(adapter_dirs, tmp_path, capsys):
+    """Non-UTF-8 requests raised UnicodeDecodeError; a missing model folder raised the hub's OSError."""
+    requests = tmp_path / "r.jsonl"
+    argv = ["--adapter", f"rte={adapter_dirs['rte']}", "--input", str(requests), "--output", str(tmp_path / "o")]
+    for model, text, message in [
+        (tmp_path, b"\xff\xfe\n", "is not UTF-8 text"),
+        (tmp_path / "nope", json.dumps(REQUESTS[0]).encode() + b"\n", "nope"),
+    ]:
+        requests.write_bytes(text)
+        with pytest.raises(SystemExit) as exc:
+            predict.main(["--model_name_or_path", str(model), *argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("predict.py: error:") and message in err[0], err
 
 
 @pytest.mark.parametrize(

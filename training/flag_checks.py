@@ -13,6 +13,8 @@ from transformers import PretrainedConfig
 # The longest --max_seq_length for a model without a position limit of its own (T5's relative positions):
 # every input is padded to it, and attention holds batch x heads x L^2 scores per layer.
 MAX_SEQ_LENGTH_WITHOUT_POSITION_LIMIT = 4096
+# numpy's legacy seeding (called by transformers' set_seed) accepts only 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 def numeric_flag_problem(
@@ -31,6 +33,10 @@ def numeric_flag_problem(
                 return f"--{flag} must be >= 0, got {value}."
         if training_args.gradient_accumulation_steps < 1:
             return f"--gradient_accumulation_steps must be >= 1, got {training_args.gradient_accumulation_steps}."
+    for flag in ("seed", "data_seed"):  # None: --data_seed unset
+        value = getattr(training_args, flag, None)
+        if value is not None and not 0 <= value <= MAX_SEED:
+            return f"--{flag} must be between 0 and {MAX_SEED}, got {value}."
     for flag in ("per_device_train_batch_size", "per_device_eval_batch_size"):
         value = getattr(training_args, flag)
         if value < 1:

@@ -19,6 +19,7 @@ import logging
 import re
 import shutil
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -75,11 +76,15 @@ def run_entries(output_dir: str | Path) -> list[Path]:
     return [p for p in sorted(out.iterdir()) if p.name != LOCK_NAME] if out.is_dir() else []
 
 
-def move_previous_run_aside(output_dir: str | Path) -> Path | None:
+def move_previous_run_aside(
+    output_dir: str | Path, inputs: Mapping[str, str | None] | None = None
+) -> Path | None:
     """Move every entry of ``output_dir`` (lock file excepted) into the sibling ``.<name>.previous``.
 
-    An older ``.previous`` folder is deleted first, so one earlier run is kept. Returns the folder the
-    entries went to, or None when there was nothing to move.
+    An older ``.previous`` folder is deleted first, so one earlier run is kept. ``inputs`` (flag -> path)
+    are the run's own inputs: one inside ``output_dir`` (the model or data next to the runs) is refused,
+    as it would be moved aside and, by the next overwrite, deleted. Returns the folder the entries went
+    to, or None when there was nothing to move.
     """
     out = Path(output_dir).resolve()
     entries = run_entries(out)
@@ -90,6 +95,12 @@ def move_previous_run_aside(output_dir: str | Path) -> Path | None:
             f"--overwrite_output_dir would move the current working directory aside ({out}); choose an "
             "--output_dir below it."
         )
+    for flag, path in (inputs or {}).items():
+        if path and Path(path).exists() and Path(path).resolve().is_relative_to(out):
+            raise RunDirError(
+                f"--overwrite_output_dir would move {flag} {path} aside with the previous run in {out}; "
+                "keep inputs outside --output_dir or choose another --output_dir."
+            )
     previous = previous_run_dir(out)
     if previous.exists():
         shutil.rmtree(previous)
@@ -122,13 +133,18 @@ class OutputDirLock:
         """Take the lock (creating ``output_dir``); RunDirError at once when another process holds it."""
         if self.held:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
-        except Timeout as exc:
+        except Timeout as exc:  # before OSError: filelock.Timeout is a TimeoutError
             raise RunDirError(
                 f"--output_dir {self.path.parent} is in use by another running train.py (lock {self.path}); "
                 "wait for it to end or choose another --output_dir."
+            ) from exc
+        except OSError as exc:  # a file of that name, a read-only or missing parent
+            raise RunDirError(
+                f"--output_dir {self.path.parent} cannot be used as a folder ({exc.strerror or exc}); "
+                "choose another --output_dir."
             ) from exc
         self.held = True
 
