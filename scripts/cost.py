@@ -190,7 +190,7 @@ def render(results: list[tuple[Table, list[dict]]], ratios: dict, args: argparse
                 total[p] += hours[p] * table.runs
             dynamic = ("dynamic", "dynamic+grouped")
             measured = [ratios.get((backbone, r["task"], p)) for p in dynamic]
-            cell = "[timed run]"
+            cell = "not measured"
             if all(measured):  # the measured step-time ratio applied to the fixed-padding training time
                 applied = [r["fixed"]["train_h"] / x + r[p]["eval_h"] for x, p in zip(measured, dynamic, strict=True)]
                 cell = " / ".join(f"{x:.2f}x: {h:.1f} h" for x, h in zip(measured, applied, strict=True))

@@ -247,3 +247,12 @@ def test_a_head_only_folder_is_not_taken_for_a_model(rte_data, tmp_path, capsys,
     assert main(argv) == 2
     line = the_error_line(capsys.readouterr().err)
     assert f"--peft_model_id {folder}" in line and "pass the base model as --model_name_or_path" in line
+
+
+def test_evaluating_an_untrained_adapter_says_so(small_t5_dir, rte_data, tmp_path, capsys):
+    """--do_eval without training or a saved adapter scores a random init: one warning line says so."""
+    argv = train_argv(small_t5_dir, rte_data, tmp_path / "out", "--do_train", "False", "--do_eval")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("neither trained nor loaded") == 1, err
+    assert "warning: evaluating a DePT adapter that is neither trained nor loaded" in err
