@@ -524,6 +524,12 @@ def run(
             resume_from=plan.resume_from_checkpoint,
         ):
             say("%s", line)
+    if plan.peft_config is not None and not training_args.do_train and not model_args.pretrain_init:
+        logger.warning(
+            "evaluating a %s adapter that is neither trained nor loaded: its scores are those of a random "
+            "initialisation (pass --do_train, or --peft_model_id DIR to evaluate a saved adapter)",
+            plan.method,
+        )
 
     if trained_before:
         logger.info("training finished in an earlier call; evaluating its weights from %s", output_dir)

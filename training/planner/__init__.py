@@ -7,7 +7,6 @@ raises ``ConfigError`` with one line that names the flag to change.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +33,6 @@ from training.planner.checks import (
 from training.planner.resume import resolve_output_dir
 
 __all__ = ["ConfigError", "RunPlan", "plan_run"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,13 +79,6 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
     else:
         peft_config = build_peft_config(model_args, data_args, family, d)
         method = peft_config.method_name
-        evaluates = training_args.do_eval or training_args.do_predict
-        if evaluates and not training_args.do_train and not model_args.pretrain_init:
-            logger.warning(
-                "evaluating a %s adapter that is neither trained nor loaded: its scores are those of a random "
-                "initialisation (pass --do_train, or --peft_model_id DIR to evaluate a saved adapter)",
-                method,
-            )
     resume = resolve_output_dir(training_args)
     if resume is not None and (peft_config or loaded) is not None:
         check_checkpoint_matches(resume, peft_config or loaded, d)
