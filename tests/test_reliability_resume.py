@@ -14,7 +14,7 @@ import pytest
 import test_reliability_support as support
 import torch
 from safetensors.torch import load_file
-from test_reliability_support import read_json, train_argv
+from test_reliability_support import Killed, killed_trainer, read_json, train_argv
 from transformers import TrainerCallback
 
 import train
@@ -27,28 +27,6 @@ CHECKPOINT_FILES = {
     "adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth",
     "trainer_state.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json", "resume_record.json",
 }  # fmt: skip
-
-
-class Killed(Exception):
-    """Stands for the job being killed (pre-emption) right after a checkpoint was written."""
-
-
-class KillAfterSave(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Killed(f"killed after checkpoint-{self.step}")
-
-
-def killed_trainer(step: int) -> type:
-    class KilledTrainer(train.PromptTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_callback(KillAfterSave(step))
-
-    return KilledTrainer
 
 
 def losses(out: Path) -> dict[int, float]:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_reliability_support import read_json, train_argv
-from transformers import TrainerCallback
+from test_reliability_support import Killed, killed_trainer, read_json, train_argv
 
 import train
 from train import main
@@ -25,28 +24,6 @@ from training.run_dir import LOCK_NAME, checkpoint_problem
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class Killed(Exception):
-    """Stands for the job being killed at a chosen point."""
-
-
-class KillAfterSave(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Killed(f"killed after checkpoint-{self.step}")
-
-
-def killed_after(step: int) -> type:
-    class KilledTrainer(train.PromptTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_callback(KillAfterSave(step))
-
-    return KilledTrainer
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -194,7 +171,7 @@ def test_resume_with_another_learning_rate_fails_or_applies_it(small_t5_dir, rte
     out = tmp_path / "run"
     flags = ("--max_steps", "4", "--save_steps", "2")
     with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_after(2))
+        patch.setattr(train, "PromptTrainer", killed_trainer(2))
         with pytest.raises(Killed):
             main(train_argv(small_t5_dir, rte_data, out, *flags))
     changed = train_argv(small_t5_dir, rte_data, out, *flags, "--learning_rate", "0.001", "--seed", "7")
@@ -223,7 +200,7 @@ def test_train_loss_after_a_resume_is_the_whole_run_mean(small_t5_dir, rte_data,
     assert main(train_argv(small_t5_dir, rte_data, straight, *flags)) == 0
     resumed = tmp_path / "resumed"
     with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_after(2))
+        patch.setattr(train, "PromptTrainer", killed_trainer(2))
         with pytest.raises(Killed):
             main(train_argv(small_t5_dir, rte_data, resumed, *flags))
     assert main(train_argv(small_t5_dir, rte_data, resumed, *flags)) == 0
@@ -238,7 +215,7 @@ def test_a_stray_weights_file_in_a_checkpoint_is_refused(small_t5_dir, rte_data,
     out = tmp_path / "run"
     flags = ("--max_steps", "4", "--save_steps", "2")
     with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_after(2))
+        patch.setattr(train, "PromptTrainer", killed_trainer(2))
         with pytest.raises(Killed):
             main(train_argv(small_t5_dir, rte_data, out, *flags))
     planted = {"shared.weight": torch.zeros(3, 16)}
@@ -255,7 +232,7 @@ def test_resume_loads_only_the_adapter_file(small_t5_dir, rte_data, tmp_path, mo
     out = tmp_path / "run"
     flags = ("--max_steps", "4", "--save_steps", "2")
     with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_after(2))
+        patch.setattr(train, "PromptTrainer", killed_trainer(2))
         with pytest.raises(Killed):
             main(train_argv(small_t5_dir, rte_data, out, *flags))
     loaded = []

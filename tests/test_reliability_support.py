@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 L = 16  # --max_seq_length
 
 
@@ -38,3 +40,30 @@ def test_helpers_write_what_the_loader_reads(rte_data, small_t5_dir):
     tokenizer = AutoTokenizer.from_pretrained(small_t5_dir)
     ids = tokenizer(splits["train"][0]["source"])["input_ids"]
     assert max(ids) < AutoConfig.from_pretrained(small_t5_dir).vocab_size
+
+
+class Killed(Exception):
+    """Stands for the job being killed (pre-emption) at a chosen point."""
+
+
+class KillAfterSave(TrainerCallback):
+    """Raises ``Killed`` right after checkpoint-``step`` is written."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed(f"killed after checkpoint-{self.step}")
+
+
+def killed_trainer(step: int) -> type:
+    """``train.PromptTrainer`` that is killed right after checkpoint-``step``."""
+    import train
+
+    class KilledTrainer(train.PromptTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(KillAfterSave(step))
+
+    return KilledTrainer
