@@ -14,7 +14,11 @@ import pytest
 import test_reliability_support as support
 import torch
 from safetensors.torch import load_file
-from test_reliability_support import Killed, killed_trainer, read_json, train_argv
+from test_reliability_support import (
+    read_json,
+    run_killed_after_checkpoint,
+    train_argv,
+)
 from transformers import TrainerCallback
 
 import train
@@ -53,10 +57,7 @@ def test_killed_and_resumed_run_equals_the_straight_run(small_t5_dir, rte_data, 
 
     resumed = tmp_path / "resumed"
     argv = train_argv(small_t5_dir, rte_data, resumed, *RESUME_FLAGS)
-    with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_trainer(3))
-        with pytest.raises(Killed):
-            main(argv)
+    run_killed_after_checkpoint(monkeypatch, 3, argv)
     assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-3"]
     assert not list(resumed.glob("*_results.json"))  # a killed run leaves no result file
 
@@ -153,10 +154,7 @@ def test_save_total_limit_keeps_the_best_checkpoint(small_t5_dir, rte_data, tmp_
 def test_explicit_checkpoint_path_resumes(small_t5_dir, rte_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = train_argv(small_t5_dir, rte_data, out, "--max_steps", "4", "--save_steps", "2")
-    with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_trainer(2))
-        with pytest.raises(Killed):
-            main(argv)
+    run_killed_after_checkpoint(monkeypatch, 2, argv)
     other = tmp_path / "elsewhere"  # a checkpoint passed around: resume it into a new output folder
     argv = train_argv(small_t5_dir, rte_data, other, "--max_steps", "4", "--save_steps", "2",
                       "--resume_from_checkpoint", str(out / "checkpoint-2"))  # fmt: skip

@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_reliability_support import Killed, killed_trainer, read_json, train_argv
+from test_reliability_support import (
+    Killed,
+    read_json,
+    run_killed_after_checkpoint,
+    train_argv,
+)
 
 import train
 from train import main
@@ -170,10 +175,7 @@ def test_resume_with_another_learning_rate_fails_or_applies_it(small_t5_dir, rte
     """Finding 4: --learning_rate on resume was logged but the restored schedule kept the old one."""
     out = tmp_path / "run"
     flags = ("--max_steps", "4", "--save_steps", "2")
-    with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_trainer(2))
-        with pytest.raises(Killed):
-            main(train_argv(small_t5_dir, rte_data, out, *flags))
+    run_killed_after_checkpoint(monkeypatch, 2, train_argv(small_t5_dir, rte_data, out, *flags))
     changed = train_argv(small_t5_dir, rte_data, out, *flags, "--learning_rate", "0.001", "--seed", "7")
     capsys.readouterr()
     assert main(changed) == 2
@@ -199,10 +201,7 @@ def test_train_loss_after_a_resume_is_the_whole_run_mean(small_t5_dir, rte_data,
     straight = tmp_path / "straight"
     assert main(train_argv(small_t5_dir, rte_data, straight, *flags)) == 0
     resumed = tmp_path / "resumed"
-    with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_trainer(2))
-        with pytest.raises(Killed):
-            main(train_argv(small_t5_dir, rte_data, resumed, *flags))
+    run_killed_after_checkpoint(monkeypatch, 2, train_argv(small_t5_dir, rte_data, resumed, *flags))
     assert main(train_argv(small_t5_dir, rte_data, resumed, *flags)) == 0
     expected = read_json(straight / "train_results.json")["train_loss"]
     losses = [e["loss"] for e in read_json(straight / "trainer_state.json")["log_history"] if "loss" in e]
@@ -214,10 +213,7 @@ def test_a_stray_weights_file_in_a_checkpoint_is_refused(small_t5_dir, rte_data,
     """Finding 5: a model.safetensors in a checkpoint was loaded non-strictly over the frozen backbone."""
     out = tmp_path / "run"
     flags = ("--max_steps", "4", "--save_steps", "2")
-    with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_trainer(2))
-        with pytest.raises(Killed):
-            main(train_argv(small_t5_dir, rte_data, out, *flags))
+    run_killed_after_checkpoint(monkeypatch, 2, train_argv(small_t5_dir, rte_data, out, *flags))
     planted = {"shared.weight": torch.zeros(3, 16)}
     save_file(planted, str(out / "checkpoint-2" / "model.safetensors"))
     monkeypatch.setattr("training.modeling.load_backbone", no_weights)
@@ -231,10 +227,7 @@ def test_resume_loads_only_the_adapter_file(small_t5_dir, rte_data, tmp_path, mo
     """The trainer's own resume path reads adapter_model.safetensors, never a full model file."""
     out = tmp_path / "run"
     flags = ("--max_steps", "4", "--save_steps", "2")
-    with monkeypatch.context() as patch:
-        patch.setattr(train, "PromptTrainer", killed_trainer(2))
-        with pytest.raises(Killed):
-            main(train_argv(small_t5_dir, rte_data, out, *flags))
+    run_killed_after_checkpoint(monkeypatch, 2, train_argv(small_t5_dir, rte_data, out, *flags))
     loaded = []
 
     class Recording(train.PromptTrainer):

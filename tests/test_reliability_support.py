@@ -67,3 +67,15 @@ def killed_trainer(step: int) -> type:
             self.add_callback(KillAfterSave(step))
 
     return KilledTrainer
+
+
+def run_killed_after_checkpoint(monkeypatch, step: int, argv: list[str]) -> None:
+    """``train.main(argv)``, killed right after checkpoint-``step`` is written (the job is pre-empted)."""
+    import pytest
+
+    import train
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "PromptTrainer", killed_trainer(step))
+        with pytest.raises(Killed):
+            train.main(argv)
