@@ -28,6 +28,7 @@ from peft.config import DEFAULT_INIT_TEXT
 from training.arguments_compat import LegacyTrainingFlags
 from training.budget_notice import library_budget_warnings_off, warn_budget
 from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
+from training.distributed import close_process_group
 from training.evaluation import SplitReferences, TaskMetrics
 from training.flag_checks import numeric_flag_problem
 from training.logs import (
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
+        close_process_group()
         restore_logging()
 
 
