@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
 from . import io
+from .buckets import CALL_COST, length_buckets
 from .budget import ParamCount
 from .config import CONFIG_NAME, PromptTuningConfig
 from .encoders import DensePrompt, PromptAdapter
@@ -608,6 +609,80 @@ class PeftModel(nn.Module):
             return slice(None)  # real tokens there: _check_length reports the length
         return slice(n - max_length, None) if self.pads_left else slice(0, max_length)
 
+    def _prompt_length(self, adapter_name: str) -> int:
+        """m of an adapter (0 for the bare backbone)."""
+        if adapter_name == BASE_ADAPTER or self._adapters_disabled:
+            return 0
+        return self.peft_config[adapter_name].num_virtual_tokens
+
+    # ---- generation --------------------------------------------------------------------------------
+    generation_call_cost: float = CALL_COST
+    """One more backbone call's price, in padded token positions, when ``generate`` splits a mixed batch."""
+    generate_returns_input = False
+    """Decoder-only models return the input ids followed by the new tokens; encoder-decoders the new ones."""
+
+    def _generate_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        raise NotImplementedError
+
+    def _generate_by_length(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str],
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        """Generation for a mixed batch whose rows are grouped into runs of similar length (prompt plus
+        input, ``peft/buckets.py``), so that a short task's rows are not padded to a long task's."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        self._row_groups(adapter_names, input_ids.shape[0])  # checks names and mode before any work
+        prompts = [self._prompt_length(name) for name in adapter_names]
+        lengths = [int(n) + m for n, m in zip(attention_mask.sum(dim=1).tolist(), prompts, strict=True)]
+        runs = length_buckets(lengths, self.generation_call_cost)
+        if len(runs) == 1 or kwargs.get("return_dict_in_generate"):
+            return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
+        return self._generate_runs(runs, input_ids, attention_mask, adapter_names, **kwargs)
+
+    def _run_inputs(
+        self, rows: list[int], input_ids: torch.Tensor, attention_mask: torch.Tensor, adapter_names: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """(row index, input ids, mask, names) of one run, its columns trimmed to its longest row."""
+        index = torch.tensor(rows, device=input_ids.device)
+        mask = attention_mask[index]
+        real = torch.nonzero(mask.any(dim=0)).flatten()
+        if real.numel() == 0:  # rows without a single token: nothing to trim
+            columns = slice(None)
+        else:
+            columns = slice(int(real[0]), None) if self.pads_left else slice(0, int(real[-1]) + 1)
+        return index, input_ids[index][:, columns], mask[:, columns], [adapter_names[r] for r in rows]
+
+    def _generate_runs(
+        self, runs: list[list[int]], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        adapter_names: list[str], **kwargs: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """One generation call per run; the rows come back in batch order, a run that finished early padded
+        with the pad id (as finished rows are inside one call), so the result equals one call."""
+        new_tokens = []
+        for rows in runs:
+            index, ids, mask, names = self._run_inputs(rows, input_ids, attention_mask, adapter_names)
+            out = self._generate_batch(ids, mask, names, **kwargs)
+            new_tokens.append((index, out[:, ids.shape[1] :] if self.generate_returns_input else out))
+        width = max(tokens.shape[1] for _, tokens in new_tokens)
+        merged = input_ids.new_full((input_ids.shape[0], width), self._generation_pad_id(kwargs))
+        for index, tokens in new_tokens:
+            merged[index, : tokens.shape[1]] = tokens
+        return torch.cat([input_ids, merged], dim=1) if self.generate_returns_input else merged
+
+    def _generation_pad_id(self, kwargs: dict[str, Any]) -> int:
+        """The id generation pads finished rows with: ``pad_token_id`` as passed or configured, else EOS."""
+        config = kwargs.get("generation_config") or self.base_model.generation_config
+        for value in (kwargs.get("pad_token_id"), config.pad_token_id, config.eos_token_id):
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else None
+            if value is not None:
+                return int(value)
+        return 0
+
     @staticmethod
     def _unsupported_with_rows(kwargs: dict[str, Any], names: tuple[str, ...]) -> None:
         given = [name for name in names if kwargs.get(name) is not None]
@@ -656,10 +731,50 @@ class PeftModelForSeq2SeqLM(PeftModel):
         adapter_names: list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Decoder tokens (starting with the decoder start token); ``labels`` are ignored."""
+        """Decoder tokens (starting with the decoder start token); ``labels`` are ignored.
+
+        With ``adapter_names`` the rows run in runs of similar length (``_generate_by_length``).
+        """
         kwargs.pop("labels", None)
+        if adapter_names is not None and input_ids is not None and inputs_embeds is None:
+            return self._generate_by_length(input_ids, attention_mask, adapter_names, **kwargs)
         embeds, mask = self._encoder_inputs(input_ids, attention_mask, inputs_embeds, adapter_names)
         return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+
+    def _generate_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        embeds, mask = self._encoder_inputs(input_ids, attention_mask, None, adapter_names)
+        return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+
+    def _generate_runs(
+        self, runs: list[list[int]], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        adapter_names: list[str], **kwargs: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """The encoder once per run (trimmed to the run's longest row), the decoder once for the batch.
+
+        Every row's encoder states are placed at the front of a batch padded to the longest run, with
+        the padding masked: the decoder's cross-attention gives those positions no weight, so each row
+        decodes as it does alone, in one generation loop for all rows.
+        """
+        encoder = self.base_model.get_encoder()
+        outputs = []
+        for rows in runs:
+            index, ids, mask, names = self._run_inputs(rows, input_ids, attention_mask, adapter_names)
+            embeds, mask = self._encoder_inputs(ids, mask, None, names)
+            hidden = encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            outputs.append((index, hidden, mask))
+        width = max(hidden.shape[1] for _, hidden, _ in outputs)
+        batch, dim = input_ids.shape[0], outputs[0][1].shape[2]
+        states = outputs[0][1].new_zeros(batch, width, dim)
+        state_mask = attention_mask.new_zeros(batch, width)
+        for index, hidden, mask in outputs:
+            states[index, : hidden.shape[1]] = hidden
+            state_mask[index, : mask.shape[1]] = mask
+        return self.base_model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=state_mask, **kwargs
+        )
 
 
 class PeftModelForCausalLM(PeftModel):
@@ -674,6 +789,7 @@ class PeftModelForCausalLM(PeftModel):
     """
 
     family = CAUSAL
+    generate_returns_input = True
 
     def _update_rows(self, added: torch.Tensor, n: int) -> torch.Tensor:
         """The last n rows of the (L, d) update: left padding aligns the batch's end with row L - 1."""
@@ -745,9 +861,18 @@ class PeftModelForCausalLM(PeftModel):
 
         The first step is detected from the cache (``None`` or empty): transformers 5 passes a
         cache object already on step one. Generation numbers positions from the attention mask,
-        so rows padded in front for ``adapter_names`` keep their positions.
+        so rows padded in front for ``adapter_names`` keep their positions, and such a batch runs in
+        runs of similar length (``_generate_by_length``).
         """
         kwargs.pop("labels", None)
+        if adapter_names is not None:
+            return self._generate_by_length(input_ids, attention_mask, adapter_names, **kwargs)
+        return self._generate_batch(input_ids, attention_mask, None, **kwargs)
+
+    def _generate_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
         embeds, mask, _ = self._decoder_inputs(input_ids, attention_mask, None, adapter_names)
         base = self.base_model
         original = base.prepare_inputs_for_generation

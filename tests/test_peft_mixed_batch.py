@@ -260,3 +260,64 @@ def test_rows_of_a_shorter_adapter_fit_a_longer_batch(family, tiny_t5_dir, tiny_
     model.set_adapter("default")
     with pytest.raises(ValueError, match="L=6"):
         model(input_ids=ids, attention_mask=mask, adapter_names=names, **extra)
+
+
+def test_length_buckets_cut_where_a_call_costs_less_than_its_padding():
+    from peft.buckets import length_buckets
+
+    assert length_buckets([10, 100, 12, 98], call_cost=20) == [[0, 2], [1, 3]]
+    assert length_buckets([10, 100, 12, 98], call_cost=1000) == [[0, 1, 2, 3]]
+    assert length_buckets([7] * 5, call_cost=0) == [[0, 1, 2, 3, 4]]  # no padding to save: one call
+    assert length_buckets([5, 6, 50], call_cost=0) == [[0], [1], [2]]
+    # 3 rows of 10 and one of 40: one call costs C + 160, two cost 2C + 70, so the cut appears below C = 90
+    assert length_buckets([10, 40, 10, 10], call_cost=89) == [[0, 2, 3], [1]]
+    assert length_buckets([10, 40, 10, 10], call_cost=91) == [[0, 1, 2, 3]]
+    assert length_buckets([]) == []
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
+    family, tiny_t5_dir, tiny_llama_dir
+):
+    """Rows of 3 and 40 tokens run in two groups, each trimmed to its own longest row (T5: the encoder per
+    group, one decoder loop; decoder-only: one generation per group), and give the tokens of one call over
+    the whole batch (which equal each row alone, tested above)."""
+    auto, path = {
+        "seq2seq": (AutoModelForSeq2SeqLM, tiny_t5_dir),
+        "causal": (AutoModelForCausalLM, tiny_llama_dir),
+    }[family]
+    torch.manual_seed(0)
+    model = _build(auto.from_pretrained(path).eval(), fixed_length=48)
+    names = ["dept", "scpp", "accept", "default", "scap", "__base__"]
+    ids = torch.randint(2, 100, (len(names), 40), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    short_rows, pad = [0, 2, 3], slice(0, 37) if family == "causal" else slice(3, None)
+    for row in short_rows:
+        mask[row, pad], ids[row, pad] = 0, 0
+    widths: list[int] = []  # the width of every batch the backbone's first layer saw at the first step
+    first = model.base_model.get_encoder() if family == "seq2seq" else model.base_model.get_decoder()
+    first.register_forward_pre_hook(
+        lambda module, args, kwargs: (
+            widths.append(kwargs["inputs_embeds"].shape[1])
+            if kwargs.get("inputs_embeds") is not None
+            else None
+        ),
+        with_kwargs=True,
+    )
+    model.generation_call_cost = 32  # one call: 32 + 6 * 46 = 308 positions; two: 64 + 3 * 9 + 3 * 45 = 226
+    with torch.no_grad():
+        split = model.generate(
+            input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=6, do_sample=False
+        )
+        assert sorted(widths) == [
+            3 + 6,
+            40 + 5,
+        ]  # each group: its inputs and its longest prompt (accept, scpp)
+        model.generation_call_cost = float("inf")
+        whole = model.generate(
+            input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=6, do_sample=False
+        )
+    assert widths[2:] == [40 + 6]  # one call: everything padded to the longest prompt and input
+    assert torch.equal(split, whole)
+    if family == "causal":
+        assert torch.equal(split[:, :40], ids)  # the input ids first, as transformers returns them

@@ -114,6 +114,8 @@ def test_benchmark_serving_quick(tmp_path):
     serving = json.loads(out_json.read_text())["serving"]
     assert serving["identical_tokens"] is True
     assert [r["calls"] for r in serving["rows"]] == [1, 8]
+    mixed_groups, separate_groups = (r["encoder_calls"] for r in serving["rows"])
+    assert 1 < mixed_groups < separate_groups == 8  # rows of similar length share an encoder call
     assert all(r["rows_per_s"] > 0 for r in serving["rows"])
     ms = [r["ms"] for r in serving["rows"]]
     assert serving["throughput_ratio"] == pytest.approx(ms[1] / ms[0])
