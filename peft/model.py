@@ -639,9 +639,23 @@ class PeftModel(nn.Module):
         prompts = [self._prompt_length(name) for name in adapter_names]
         lengths = [int(n) + m for n, m in zip(attention_mask.sum(dim=1).tolist(), prompts, strict=True)]
         runs = length_buckets(lengths, self.generation_call_cost)
-        if len(runs) == 1 or kwargs.get("return_dict_in_generate"):
+        if len(runs) == 1 or not self._splittable(kwargs):
             return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
         return self._generate_runs(runs, input_ids, attention_mask, adapter_names, **kwargs)
+
+    def _splittable(self, kwargs: dict[str, Any]) -> bool:
+        """Whether groups of rows give what one call gives: one output row per input row, plain token
+        ids, and (decoder-only) a length limit that does not count the input columns a group drops."""
+        config = kwargs.get("generation_config") or self.base_model.generation_config
+
+        def setting(name: str) -> Any:
+            return kwargs.get(name, getattr(config, name, None))
+
+        if setting("return_dict_in_generate") or (setting("num_return_sequences") or 1) != 1:
+            return False
+        if kwargs.get("streamer") is not None:
+            return False
+        return not self.generate_returns_input or setting("max_new_tokens") is not None
 
     def _run_inputs(
         self, rows: list[int], input_ids: torch.Tensor, attention_mask: torch.Tensor, adapter_names: list[str]
@@ -748,10 +762,14 @@ class PeftModelForSeq2SeqLM(PeftModel):
         embeds, mask = self._encoder_inputs(input_ids, attention_mask, None, adapter_names)
         return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
+    def _splittable(self, kwargs: dict[str, Any]) -> bool:
+        """Always: the groups share one generation call (any settings), only the encoder runs per group."""
+        return True
+
     def _generate_runs(
         self, runs: list[list[int]], input_ids: torch.Tensor, attention_mask: torch.Tensor,
         adapter_names: list[str], **kwargs: Any,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> Any:  # fmt: skip
         """The encoder once per run (trimmed to the run's longest row), the decoder once for the batch.
 
         Every row's encoder states are placed at the front of a batch padded to the longest run, with

@@ -275,13 +275,8 @@ def test_length_buckets_cut_where_a_call_costs_less_than_its_padding():
     assert length_buckets([]) == []
 
 
-@pytest.mark.parametrize("family", ["seq2seq", "causal"])
-def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
-    family, tiny_t5_dir, tiny_llama_dir
-):
-    """Rows of 3 and 40 tokens run in two groups, each trimmed to its own longest row (T5: the encoder per
-    group, one decoder loop; decoder-only: one generation per group), and give the tokens of one call over
-    the whole batch (which equal each row alone, tested above)."""
+def _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir):
+    """A model with every method and 6 rows: 3 of 3 tokens, 3 of 40 (padded on the family's side)."""
     auto, path = {
         "seq2seq": (AutoModelForSeq2SeqLM, tiny_t5_dir),
         "causal": (AutoModelForCausalLM, tiny_llama_dir),
@@ -291,9 +286,20 @@ def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
     names = ["dept", "scpp", "accept", "default", "scap", "__base__"]
     ids = torch.randint(2, 100, (len(names), 40), generator=torch.Generator().manual_seed(4))
     mask = torch.ones_like(ids)
-    short_rows, pad = [0, 2, 3], slice(0, 37) if family == "causal" else slice(3, None)
-    for row in short_rows:
+    pad = slice(0, 37) if family == "causal" else slice(3, None)
+    for row in (0, 2, 3):
         mask[row, pad], ids[row, pad] = 0, 0
+    return model, names, ids, mask
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
+    family, tiny_t5_dir, tiny_llama_dir
+):
+    """Rows of 3 and 40 tokens run in two groups, each trimmed to its own longest row (T5: the encoder per
+    group, one decoder loop; decoder-only: one generation per group), and give the tokens of one call over
+    the whole batch (which equal each row alone, tested above)."""
+    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
     widths: list[int] = []  # the width of every batch the backbone's first layer saw at the first step
     first = model.base_model.get_encoder() if family == "seq2seq" else model.base_model.get_decoder()
     first.register_forward_pre_hook(
@@ -321,3 +327,28 @@ def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
     assert torch.equal(split, whole)
     if family == "causal":
         assert torch.equal(split[:, :40], ids)  # the input ids first, as transformers returns them
+
+
+@pytest.mark.parametrize(
+    "family, setting",
+    [("seq2seq", {"num_return_sequences": 2, "num_beams": 2}), ("causal", {"max_length": 46}),
+     ("seq2seq", {"return_dict_in_generate": True}), ("causal", {"return_dict_in_generate": True})],
+)  # fmt: skip
+def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
+    family, setting, tiny_t5_dir, tiny_llama_dir
+):
+    """Several sequences per row, a decoder-only length limit that counts the input columns, or a dict output:
+    one generation call with what one call returns (T5 always decodes in one call; its encoder may split)."""
+    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
+    model.generation_call_cost = 0  # would split wherever lengths differ
+    calls = []
+    base_generate = model.base_model.generate
+    model.base_model.generate = lambda *args, **kwargs: calls.append(1) or base_generate(*args, **kwargs)
+    extra = {"max_new_tokens": 4} if "max_length" not in setting else {}
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, adapter_names=names, do_sample=False, **setting, **extra
+        )
+    assert len(calls) == 1
+    rows = out.sequences.shape[0] if setting.get("return_dict_in_generate") else out.shape[0]
+    assert rows == len(names) * setting.get("num_return_sequences", 1)
