@@ -643,13 +643,21 @@ class PeftModel(nn.Module):
             return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
         return self._generate_runs(runs, input_ids, attention_mask, adapter_names, **kwargs)
 
+    def _generation_setting(self, kwargs: dict[str, Any], name: str) -> Any:
+        """A ``generate`` setting as transformers resolves it: the keyword argument (even ``None``), else the
+        passed ``generation_config``'s value where set, else the model's generation config."""
+        if name in kwargs:
+            return kwargs[name]
+        passed = kwargs.get("generation_config")
+        value = getattr(passed, name, None) if passed is not None else None
+        return value if value is not None else getattr(self.base_model.generation_config, name, None)
+
     def _splittable(self, kwargs: dict[str, Any]) -> bool:
         """Whether groups of rows give what one call gives: one output row per input row, plain token
         ids, and (decoder-only) a length limit that does not count the input columns a group drops."""
-        config = kwargs.get("generation_config") or self.base_model.generation_config
 
         def setting(name: str) -> Any:
-            return kwargs.get(name, getattr(config, name, None))
+            return self._generation_setting(kwargs, name)
 
         if setting("return_dict_in_generate") or (setting("num_return_sequences") or 1) != 1:
             return False
@@ -688,11 +696,14 @@ class PeftModel(nn.Module):
         return torch.cat([input_ids, merged], dim=1) if self.generate_returns_input else merged
 
     def _generation_pad_id(self, kwargs: dict[str, Any]) -> int:
-        """The id generation pads finished rows with: ``pad_token_id`` as passed or configured, else EOS."""
-        config = kwargs.get("generation_config") or self.base_model.generation_config
-        for value in (kwargs.get("pad_token_id"), config.pad_token_id, config.eos_token_id):
+        """The id generation pads finished rows with: ``pad_token_id``, else the first EOS id, each resolved
+        as transformers does (``_generation_setting``)."""
+        for name in ("pad_token_id", "eos_token_id"):
+            value = self._generation_setting(kwargs, name)
             if isinstance(value, (list, tuple)):
                 value = value[0] if value else None
+            if isinstance(value, torch.Tensor):
+                value = value.flatten()[0] if value.numel() else None
             if value is not None:
                 return int(value)
         return 0

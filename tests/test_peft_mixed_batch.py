@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    GenerationConfig,
+)
 
 from peft import PromptTuningConfig, get_peft_model
 
@@ -352,3 +357,31 @@ def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
     assert len(calls) == 1
     rows = out.sequences.shape[0] if setting.get("return_dict_in_generate") else out.shape[0]
     assert rows == len(names) * setting.get("num_return_sequences", 1)
+
+
+@pytest.mark.parametrize("passed", ["keywords", "generation_config"])
+@pytest.mark.parametrize("config_pad", [0, None])
+def test_groups_that_finish_early_are_padded_as_one_call_pads(
+    passed, config_pad, tiny_t5_dir, tiny_llama_dir
+):
+    """A decoder-only group whose rows all stop at EOS before the others is padded with the pad id that
+    generation resolves: the model's pad id under a ``generation_config`` that leaves it unset, and the
+    passed EOS where no pad id is configured."""
+    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
+    with torch.no_grad():
+        first = model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=1)
+    eos = int(first[0, -1])  # row 0 (dept, 3 tokens) stops after its first token
+    model.base_model.generation_config.pad_token_id = config_pad
+    settings = {"eos_token_id": eos, "max_new_tokens": 5, "do_sample": False}
+    if passed == "generation_config":
+        settings = {"generation_config": GenerationConfig(**settings)}
+    outputs = []
+    with torch.no_grad():
+        for cost in (0, float("inf")):  # a group per length, then one call
+            model.generation_call_cost = cost
+            outputs.append(
+                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, **settings)
+            )
+    split, whole = outputs
+    assert whole[0, 41:].unique().tolist() == [eos if config_pad is None else config_pad]
+    assert torch.equal(split, whole)
