@@ -702,8 +702,6 @@ class PeftModel(nn.Module):
             value = self._generation_setting(kwargs, name)
             if isinstance(value, (list, tuple)):
                 value = value[0] if value else None
-            if isinstance(value, torch.Tensor):
-                value = value.flatten()[0] if value.numel() else None
             if value is not None:
                 return int(value)
         return 0

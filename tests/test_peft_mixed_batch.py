@@ -385,3 +385,19 @@ def test_groups_that_finish_early_are_padded_as_one_call_pads(
     split, whole = outputs
     assert whole[0, 41:].unique().tolist() == [eos if config_pad is None else config_pad]
     assert torch.equal(split, whole)
+
+
+def test_a_passed_generation_config_keeps_the_models_settings_it_leaves_unset(tiny_t5_dir, tiny_llama_dir):
+    """generate fills a passed config's unset values from the model's: a dict output asked for there stays
+    one call with a dict output."""
+    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
+    model.generation_call_cost = 0
+    model.base_model.generation_config.return_dict_in_generate = True
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            adapter_names=names,
+            generation_config=GenerationConfig(max_new_tokens=3, do_sample=False),
+        )
+    assert out.sequences.shape == (len(names), ids.shape[1] + 3)
