@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 # Name for rows of a mixed batch that run on the bare backbone (no prompt, no update).
 BASE_ADAPTER = "__base__"
+ROW_INDEXED_ARGUMENTS = (
+    "streamer", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "negative_prompt_ids",
+    "negative_prompt_attention_mask", "assistant_model", "synced_gpus",
+)  # fmt: skip
+"""``generate`` arguments that see rows by their index in the call, the whole batch, or every call."""
 
 
 def _family_of(model: nn.Module, config: PromptTuningConfig) -> Family:
@@ -653,17 +658,26 @@ class PeftModel(nn.Module):
         return value if value is not None else getattr(self.base_model.generation_config, name, None)
 
     def _splittable(self, kwargs: dict[str, Any]) -> bool:
-        """Whether groups of rows give what one call gives: one output row per input row, plain token
-        ids, and (decoder-only) a length limit that does not count the input columns a group drops."""
+        """Whether groups of rows give what one call gives (decoder-only: one ``generate`` per group).
+
+        Not with several sequences per row or a dict output; not with arguments that see a row by its
+        batch index or the batch as a whole (``ROW_INDEXED_ARGUMENTS``); not with settings that read the
+        input columns a group drops (``min_length`` and ``max_length`` count them, a repetition penalty
+        and banned n-grams look at the padding); and not with sampling, whose random draws follow the
+        batch's shape, so that a seed gives the tokens of one call, as T5 (one decoder loop) does.
+        """
 
         def setting(name: str) -> Any:
             return self._generation_setting(kwargs, name)
 
         if setting("return_dict_in_generate") or (setting("num_return_sequences") or 1) != 1:
             return False
-        if kwargs.get("streamer") is not None:
+        given = (kwargs.get(name) for name in ROW_INDEXED_ARGUMENTS)
+        if any(value is not None and value is not False for value in given) or setting("do_sample"):
             return False
-        return not self.generate_returns_input or setting("max_new_tokens") is not None
+        if (setting("repetition_penalty") or 1.0) != 1.0 or (setting("no_repeat_ngram_size") or 0) > 0:
+            return False
+        return (setting("min_length") or 0) == 0 and setting("max_new_tokens") is not None
 
     def _run_inputs(
         self, rows: list[int], input_ids: torch.Tensor, attention_mask: torch.Tensor, adapter_names: list[str]

@@ -13,6 +13,7 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     GenerationConfig,
+    LogitsProcessorList,
 )
 
 from peft import PromptTuningConfig, get_peft_model
@@ -337,13 +338,17 @@ def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
 @pytest.mark.parametrize(
     "family, setting",
     [("seq2seq", {"num_return_sequences": 2, "num_beams": 2}), ("causal", {"max_length": 46}),
-     ("seq2seq", {"return_dict_in_generate": True}), ("causal", {"return_dict_in_generate": True})],
+     ("seq2seq", {"return_dict_in_generate": True}), ("causal", {"return_dict_in_generate": True}),
+     ("causal", {"repetition_penalty": 1.5}), ("causal", {"no_repeat_ngram_size": 2}),
+     ("causal", {"min_length": 44}), ("causal", {"do_sample": True}),
+     ("causal", {"logits_processor": LogitsProcessorList([lambda tokens, scores: scores])})],
 )  # fmt: skip
 def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
     family, setting, tiny_t5_dir, tiny_llama_dir
 ):
-    """Several sequences per row, a decoder-only length limit that counts the input columns, or a dict output:
-    one generation call with what one call returns (T5 always decodes in one call; its encoder may split)."""
+    """Several sequences per row, a dict output, or (decoder-only) a setting that reads the input columns,
+    sampling, or a per-call logits processor: one generation call with what one call returns (T5 always
+    decodes in one call; its encoder may split)."""
     model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
     model.generation_call_cost = 0  # would split wherever lengths differ
     calls = []
@@ -352,7 +357,10 @@ def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
     extra = {"max_new_tokens": 4} if "max_length" not in setting else {}
     with torch.no_grad():
         out = model.generate(
-            input_ids=ids, attention_mask=mask, adapter_names=names, do_sample=False, **setting, **extra
+            input_ids=ids,
+            attention_mask=mask,
+            adapter_names=names,
+            **{"do_sample": False, **setting, **extra},
         )
     assert len(calls) == 1
     rows = out.sequences.shape[0] if setting.get("return_dict_in_generate") else out.shape[0]
@@ -401,3 +409,29 @@ def test_a_passed_generation_config_keeps_the_models_settings_it_leaves_unset(ti
             generation_config=GenerationConfig(max_new_tokens=3, do_sample=False),
         )
     assert out.sequences.shape == (len(names), ids.shape[1] + 3)
+
+
+@pytest.mark.parametrize("setting", ["min_length", "prefix_allowed_tokens_fn"])
+def test_decoder_only_settings_that_see_the_batch_give_the_tokens_of_one_call(
+    setting, tiny_t5_dir, tiny_llama_dir
+):
+    """``min_length`` counts the input columns a group drops; ``prefix_allowed_tokens_fn`` gets a row's
+    index in the call. Either way the tokens of one call over the batch come back."""
+    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
+    if setting == "min_length":
+        with torch.no_grad():
+            free = model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=3)
+        # one call holds EOS back for 2 new tokens (42 - 40 columns): row 0's third token then ends it
+        settings = {"min_length": ids.shape[1] + 2, "eos_token_id": int(free[0, -1])}
+    else:
+        settings = {"prefix_allowed_tokens_fn": lambda row, tokens: [100 + row]}
+    outputs = []
+    with torch.no_grad():
+        for cost in (0, float("inf")):  # a group per length, then one call
+            model.generation_call_cost = cost
+            outputs.append(
+                model.generate(
+                    input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=4, **settings
+                )
+            )
+    assert torch.equal(*outputs)
