@@ -786,8 +786,10 @@ class PeftModelForSeq2SeqLM(PeftModel):
         return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
     def _splittable(self, kwargs: dict[str, Any]) -> bool:
-        """Always: the groups share one generation call (any settings), only the encoder runs per group."""
-        return True
+        """The groups share one generation call, only the encoder runs per group: any settings but attentions
+        and hidden states, whose encoder parts and cross-attention widths are the whole batch's in one call."""
+        names = ("output_attentions", "output_hidden_states")
+        return not any(self._generation_setting(kwargs, name) for name in names)
 
     def _generate_runs(
         self, runs: list[list[int]], input_ids: torch.Tensor, attention_mask: torch.Tensor,

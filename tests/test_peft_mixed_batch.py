@@ -435,3 +435,24 @@ def test_decoder_only_settings_that_see_the_batch_give_the_tokens_of_one_call(
                 )
             )
     assert torch.equal(*outputs)
+
+
+@pytest.mark.parametrize("output", ["output_attentions", "output_hidden_states"])
+def test_seq2seq_attentions_and_hidden_states_are_those_of_one_call(output, tiny_t5_dir, tiny_llama_dir):
+    """Encoder attentions and hidden states, and cross-attentions over the whole batch's encoder width,
+    come back as one call returns them."""
+    model, names, ids, mask = _short_and_long_rows("seq2seq", tiny_t5_dir, tiny_llama_dir)
+    model.base_model.set_attn_implementation("eager")  # sdpa returns no attention weights
+    outputs = []
+    with torch.no_grad():
+        for cost in (0, float("inf")):  # a group per length, then one call
+            model.generation_call_cost = cost
+            settings = {output: True, "return_dict_in_generate": True, "max_new_tokens": 3}
+            outputs.append(
+                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, **settings)
+            )
+    split, whole = outputs
+    assert split.keys() == whole.keys()
+    for key in whole.keys():
+        if key != "cache":
+            torch.testing.assert_close(split[key], whole[key], rtol=0, atol=0)
