@@ -644,7 +644,9 @@ class PeftModel(nn.Module):
         prompts = [self._prompt_length(name) for name in adapter_names]
         lengths = [int(n) + m for n, m in zip(attention_mask.sum(dim=1).tolist(), prompts, strict=True)]
         runs = length_buckets(lengths, self.generation_call_cost)
-        if len(runs) == 1 or not self._splittable(kwargs):
+        # a row without a single position (no prompt, no token) attends to padding only: its output
+        # depends on the width of its call, so such a batch runs as one call
+        if len(runs) <= 1 or min(lengths) == 0 or not self._splittable(kwargs):
             return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
         return self._generate_runs(runs, input_ids, attention_mask, adapter_names, **kwargs)
 

@@ -456,3 +456,19 @@ def test_seq2seq_attentions_and_hidden_states_are_those_of_one_call(output, tiny
     for key in whole.keys():
         if key != "cache":
             torch.testing.assert_close(split[key], whole[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_a_row_without_any_token_gives_what_one_call_gives(family, tiny_t5_dir, tiny_llama_dir):
+    """A ``__base__`` row with no input token attends to nothing but padding, so its output depends on
+    the width of the call it runs in: a batch holding one runs as one call."""
+    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
+    mask[names.index("__base__")] = 0
+    outputs = []
+    with torch.no_grad():
+        for cost in (32, float("inf")):  # the empty row joins the short rows' group, then one call
+            model.generation_call_cost = cost
+            outputs.append(
+                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=4)
+            )
+    assert torch.equal(*outputs)
