@@ -910,9 +910,9 @@ class PeftModelForCausalLM(PeftModel):
         runs of similar length (``_generate_by_length``).
         """
         kwargs.pop("labels", None)
-        if adapter_names is not None:
+        if adapter_names is not None and input_ids is not None:
             return self._generate_by_length(input_ids, attention_mask, adapter_names, **kwargs)
-        return self._generate_batch(input_ids, attention_mask, None, **kwargs)
+        return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
 
     def _generate_batch(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,

@@ -472,3 +472,10 @@ def test_a_row_without_any_token_gives_what_one_call_gives(family, tiny_t5_dir, 
                 model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=4)
             )
     assert torch.equal(*outputs)
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_mixed_generation_without_input_ids_names_them(family, tiny_t5_dir, tiny_llama_dir):
+    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
+    with torch.no_grad(), pytest.raises(ValueError, match="Pass input_ids"):
+        model.generate(input_ids=None, attention_mask=mask, adapter_names=names, max_new_tokens=2)
