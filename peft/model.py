@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 # Name for rows of a mixed batch that run on the bare backbone (no prompt, no update).
 BASE_ADAPTER = "__base__"
+ROW_INDEXED_ARGUMENTS = (
+    "streamer", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "negative_prompt_ids",
+    "negative_prompt_attention_mask", "assistant_model", "synced_gpus",
+)  # fmt: skip
+"""``generate`` arguments that see rows by their index in the call, the whole batch, or every call."""
 
 
 def _family_of(model: nn.Module, config: PromptTuningConfig) -> Family:
@@ -639,23 +644,42 @@ class PeftModel(nn.Module):
         prompts = [self._prompt_length(name) for name in adapter_names]
         lengths = [int(n) + m for n, m in zip(attention_mask.sum(dim=1).tolist(), prompts, strict=True)]
         runs = length_buckets(lengths, self.generation_call_cost)
-        if len(runs) == 1 or not self._splittable(kwargs):
+        # a row without a single position (no prompt, no token) attends to padding only: its output
+        # depends on the width of its call, so such a batch runs as one call
+        if len(runs) <= 1 or min(lengths) == 0 or not self._splittable(kwargs):
             return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
         return self._generate_runs(runs, input_ids, attention_mask, adapter_names, **kwargs)
 
+    def _generation_setting(self, kwargs: dict[str, Any], name: str) -> Any:
+        """A ``generate`` setting as transformers resolves it: the keyword argument (even ``None``), else the
+        passed ``generation_config``'s value where set, else the model's generation config."""
+        if name in kwargs:
+            return kwargs[name]
+        passed = kwargs.get("generation_config")
+        value = getattr(passed, name, None) if passed is not None else None
+        return value if value is not None else getattr(self.base_model.generation_config, name, None)
+
     def _splittable(self, kwargs: dict[str, Any]) -> bool:
-        """Whether groups of rows give what one call gives: one output row per input row, plain token
-        ids, and (decoder-only) a length limit that does not count the input columns a group drops."""
-        config = kwargs.get("generation_config") or self.base_model.generation_config
+        """Whether groups of rows give what one call gives (decoder-only: one ``generate`` per group).
+
+        Not with several sequences per row or a dict output; not with arguments that see a row by its
+        batch index or the batch as a whole (``ROW_INDEXED_ARGUMENTS``); not with settings that read the
+        input columns a group drops (``min_length`` and ``max_length`` count them, a repetition penalty
+        and banned n-grams look at the padding); and not with sampling, whose random draws follow the
+        batch's shape, so that a seed gives the tokens of one call, as T5 (one decoder loop) does.
+        """
 
         def setting(name: str) -> Any:
-            return kwargs.get(name, getattr(config, name, None))
+            return self._generation_setting(kwargs, name)
 
         if setting("return_dict_in_generate") or (setting("num_return_sequences") or 1) != 1:
             return False
-        if kwargs.get("streamer") is not None:
+        given = (kwargs.get(name) for name in ROW_INDEXED_ARGUMENTS)
+        if any(value is not None and value is not False for value in given) or setting("do_sample"):
             return False
-        return not self.generate_returns_input or setting("max_new_tokens") is not None
+        if (setting("repetition_penalty") or 1.0) != 1.0 or (setting("no_repeat_ngram_size") or 0) > 0:
+            return False
+        return (setting("min_length") or 0) == 0 and setting("max_new_tokens") is not None
 
     def _run_inputs(
         self, rows: list[int], input_ids: torch.Tensor, attention_mask: torch.Tensor, adapter_names: list[str]
@@ -688,9 +712,10 @@ class PeftModel(nn.Module):
         return torch.cat([input_ids, merged], dim=1) if self.generate_returns_input else merged
 
     def _generation_pad_id(self, kwargs: dict[str, Any]) -> int:
-        """The id generation pads finished rows with: ``pad_token_id`` as passed or configured, else EOS."""
-        config = kwargs.get("generation_config") or self.base_model.generation_config
-        for value in (kwargs.get("pad_token_id"), config.pad_token_id, config.eos_token_id):
+        """The id generation pads finished rows with: ``pad_token_id``, else the first EOS id, each resolved
+        as transformers does (``_generation_setting``)."""
+        for name in ("pad_token_id", "eos_token_id"):
+            value = self._generation_setting(kwargs, name)
             if isinstance(value, (list, tuple)):
                 value = value[0] if value else None
             if value is not None:
@@ -763,8 +788,10 @@ class PeftModelForSeq2SeqLM(PeftModel):
         return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
     def _splittable(self, kwargs: dict[str, Any]) -> bool:
-        """Always: the groups share one generation call (any settings), only the encoder runs per group."""
-        return True
+        """The groups share one generation call, only the encoder runs per group: any settings but attentions
+        and hidden states, whose encoder parts and cross-attention widths are the whole batch's in one call."""
+        names = ("output_attentions", "output_hidden_states")
+        return not any(self._generation_setting(kwargs, name) for name in names)
 
     def _generate_runs(
         self, runs: list[list[int]], input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -883,9 +910,9 @@ class PeftModelForCausalLM(PeftModel):
         runs of similar length (``_generate_by_length``).
         """
         kwargs.pop("labels", None)
-        if adapter_names is not None:
+        if adapter_names is not None and input_ids is not None:
             return self._generate_by_length(input_ids, attention_mask, adapter_names, **kwargs)
-        return self._generate_batch(input_ids, attention_mask, None, **kwargs)
+        return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
 
     def _generate_batch(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,

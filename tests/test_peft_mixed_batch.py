@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    GenerationConfig,
+    LogitsProcessorList,
+)
 
 from peft import PromptTuningConfig, get_peft_model
 
@@ -332,13 +338,17 @@ def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
 @pytest.mark.parametrize(
     "family, setting",
     [("seq2seq", {"num_return_sequences": 2, "num_beams": 2}), ("causal", {"max_length": 46}),
-     ("seq2seq", {"return_dict_in_generate": True}), ("causal", {"return_dict_in_generate": True})],
+     ("seq2seq", {"return_dict_in_generate": True}), ("causal", {"return_dict_in_generate": True}),
+     ("causal", {"repetition_penalty": 1.5}), ("causal", {"no_repeat_ngram_size": 2}),
+     ("causal", {"min_length": 44}), ("causal", {"do_sample": True}),
+     ("causal", {"logits_processor": LogitsProcessorList([lambda tokens, scores: scores])})],
 )  # fmt: skip
 def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
     family, setting, tiny_t5_dir, tiny_llama_dir
 ):
-    """Several sequences per row, a decoder-only length limit that counts the input columns, or a dict output:
-    one generation call with what one call returns (T5 always decodes in one call; its encoder may split)."""
+    """Several sequences per row, a dict output, or (decoder-only) a setting that reads the input columns,
+    sampling, or a per-call logits processor: one generation call with what one call returns (T5 always
+    decodes in one call; its encoder may split)."""
     model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
     model.generation_call_cost = 0  # would split wherever lengths differ
     calls = []
@@ -347,8 +357,125 @@ def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
     extra = {"max_new_tokens": 4} if "max_length" not in setting else {}
     with torch.no_grad():
         out = model.generate(
-            input_ids=ids, attention_mask=mask, adapter_names=names, do_sample=False, **setting, **extra
+            input_ids=ids,
+            attention_mask=mask,
+            adapter_names=names,
+            **{"do_sample": False, **setting, **extra},
         )
     assert len(calls) == 1
     rows = out.sequences.shape[0] if setting.get("return_dict_in_generate") else out.shape[0]
     assert rows == len(names) * setting.get("num_return_sequences", 1)
+
+
+@pytest.mark.parametrize("passed", ["keywords", "generation_config"])
+@pytest.mark.parametrize("config_pad", [0, None])
+def test_groups_that_finish_early_are_padded_as_one_call_pads(
+    passed, config_pad, tiny_t5_dir, tiny_llama_dir
+):
+    """A decoder-only group whose rows all stop at EOS before the others is padded with the pad id that
+    generation resolves: the model's pad id under a ``generation_config`` that leaves it unset, and the
+    passed EOS where no pad id is configured."""
+    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
+    with torch.no_grad():
+        first = model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=1)
+    eos = int(first[0, -1])  # row 0 (dept, 3 tokens) stops after its first token
+    model.base_model.generation_config.pad_token_id = config_pad
+    settings = {"eos_token_id": eos, "max_new_tokens": 5, "do_sample": False}
+    if passed == "generation_config":
+        settings = {"generation_config": GenerationConfig(**settings)}
+    outputs = []
+    with torch.no_grad():
+        for cost in (0, float("inf")):  # a group per length, then one call
+            model.generation_call_cost = cost
+            outputs.append(
+                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, **settings)
+            )
+    split, whole = outputs
+    assert whole[0, 41:].unique().tolist() == [eos if config_pad is None else config_pad]
+    assert torch.equal(split, whole)
+
+
+def test_a_passed_generation_config_keeps_the_models_settings_it_leaves_unset(tiny_t5_dir, tiny_llama_dir):
+    """generate fills a passed config's unset values from the model's: a dict output asked for there stays
+    one call with a dict output."""
+    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
+    model.generation_call_cost = 0
+    model.base_model.generation_config.return_dict_in_generate = True
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            adapter_names=names,
+            generation_config=GenerationConfig(max_new_tokens=3, do_sample=False),
+        )
+    assert out.sequences.shape == (len(names), ids.shape[1] + 3)
+
+
+@pytest.mark.parametrize("setting", ["min_length", "prefix_allowed_tokens_fn"])
+def test_decoder_only_settings_that_see_the_batch_give_the_tokens_of_one_call(
+    setting, tiny_t5_dir, tiny_llama_dir
+):
+    """``min_length`` counts the input columns a group drops; ``prefix_allowed_tokens_fn`` gets a row's
+    index in the call. Either way the tokens of one call over the batch come back."""
+    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
+    if setting == "min_length":
+        with torch.no_grad():
+            free = model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=3)
+        # one call holds EOS back for 2 new tokens (42 - 40 columns): row 0's third token then ends it
+        settings = {"min_length": ids.shape[1] + 2, "eos_token_id": int(free[0, -1])}
+    else:
+        settings = {"prefix_allowed_tokens_fn": lambda row, tokens: [100 + row]}
+    outputs = []
+    with torch.no_grad():
+        for cost in (0, float("inf")):  # a group per length, then one call
+            model.generation_call_cost = cost
+            outputs.append(
+                model.generate(
+                    input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=4, **settings
+                )
+            )
+    assert torch.equal(*outputs)
+
+
+@pytest.mark.parametrize("output", ["output_attentions", "output_hidden_states"])
+def test_seq2seq_attentions_and_hidden_states_are_those_of_one_call(output, tiny_t5_dir, tiny_llama_dir):
+    """Encoder attentions and hidden states, and cross-attentions over the whole batch's encoder width,
+    come back as one call returns them."""
+    model, names, ids, mask = _short_and_long_rows("seq2seq", tiny_t5_dir, tiny_llama_dir)
+    model.base_model.set_attn_implementation("eager")  # sdpa returns no attention weights
+    outputs = []
+    with torch.no_grad():
+        for cost in (0, float("inf")):  # a group per length, then one call
+            model.generation_call_cost = cost
+            settings = {output: True, "return_dict_in_generate": True, "max_new_tokens": 3}
+            outputs.append(
+                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, **settings)
+            )
+    split, whole = outputs
+    assert split.keys() == whole.keys()
+    for key in whole.keys():
+        if key != "cache":
+            torch.testing.assert_close(split[key], whole[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_a_row_without_any_token_gives_what_one_call_gives(family, tiny_t5_dir, tiny_llama_dir):
+    """A ``__base__`` row with no input token attends to nothing but padding, so its output depends on
+    the width of the call it runs in: a batch holding one runs as one call."""
+    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
+    mask[names.index("__base__")] = 0
+    outputs = []
+    with torch.no_grad():
+        for cost in (32, float("inf")):  # the empty row joins the short rows' group, then one call
+            model.generation_call_cost = cost
+            outputs.append(
+                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=4)
+            )
+    assert torch.equal(*outputs)
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+def test_mixed_generation_without_input_ids_names_them(family, tiny_t5_dir, tiny_llama_dir):
+    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
+    with torch.no_grad(), pytest.raises(ValueError, match="Pass input_ids"):
+        model.generate(input_ids=None, attention_mask=mask, adapter_names=names, max_new_tokens=2)
