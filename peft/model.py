@@ -924,7 +924,9 @@ class PeftModelForCausalLM(PeftModel):
 
         def prepare(input_ids: torch.Tensor, *args: Any, cache: Any = None, **kwargs: Any) -> dict[str, Any]:
             if cache is None or cache.get_seq_length() == 0:
-                kwargs["inputs_embeds"] = embeds
+                # beam search and several sequences per row repeat each row (repeat_interleave) before step 1
+                copies = input_ids.shape[0] // embeds.shape[0]
+                kwargs["inputs_embeds"] = embeds.repeat_interleave(copies, dim=0) if copies > 1 else embeds
                 kwargs["is_first_iteration"] = True
             else:
                 kwargs.pop("inputs_embeds", None)

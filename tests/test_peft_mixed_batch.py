@@ -479,3 +479,23 @@ def test_mixed_generation_without_input_ids_names_them(family, tiny_t5_dir, tiny
     model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
     with torch.no_grad(), pytest.raises(ValueError, match="Pass input_ids"):
         model.generate(input_ids=None, attention_mask=mask, adapter_names=names, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("setting", [{"num_beams": 3}, {"num_beams": 2, "num_return_sequences": 2}])
+def test_causal_beam_search_gets_the_prompt_on_every_beam(tiny_llama_dir, setting):
+    """Beams repeat each row before the first step: every copy gets the row's prompt and update, as when
+    transformers is given the same input embeddings itself."""
+    torch.manual_seed(0)
+    model = _build(AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval(), fixed_length=CAUSAL_L)
+    model.set_adapter("accept")
+    ids = torch.randint(2, 100, (2, CAUSAL_L), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones_like(ids)
+    mask[1, :3], ids[1, :3] = 0, 0
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, **setting)
+        embeds, full_mask, _ = model._decoder_inputs(ids, mask, None, None)
+        reference = model.base_model.generate(
+            inputs_embeds=embeds, attention_mask=full_mask, max_new_tokens=4, do_sample=False, **setting
+        )
+    assert out.shape[0] == 2 * setting.get("num_return_sequences", 1)
+    assert torch.equal(out[:, CAUSAL_L:], reference)
