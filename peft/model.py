@@ -630,6 +630,7 @@ class PeftModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,
         **kwargs: Any,
     ) -> Any:  # fmt: skip
+        """One ``generate`` call over the whole batch (each family builds its own inputs)."""
         raise NotImplementedError
 
     def _generate_by_length(
