@@ -665,9 +665,10 @@ class PeftModel(nn.Module):
 
         Not with several sequences per row or a dict output; not with arguments that see a row by its
         batch index or the batch as a whole (``ROW_INDEXED_ARGUMENTS``); not with settings that read the
-        input columns a group drops (``min_length`` and ``max_length`` count them, a repetition penalty
-        and banned n-grams look at the padding); and not with sampling, whose random draws follow the
-        batch's shape, so that a seed gives the tokens of one call, as T5 (one decoder loop) does.
+        input columns a group drops (``min_length`` and ``max_length`` count them; a repetition penalty,
+        banned n-grams and multi-token banned or biased sequences look at the padding); and not with
+        sampling, whose random draws follow the batch's shape, so that a seed gives the tokens of one call,
+        as T5 (one decoder loop) does.
         """
 
         def setting(name: str) -> Any:
@@ -679,6 +680,8 @@ class PeftModel(nn.Module):
         if any(value is not None and value is not False for value in given) or setting("do_sample"):
             return False
         if (setting("repetition_penalty") or 1.0) != 1.0 or (setting("no_repeat_ngram_size") or 0) > 0:
+            return False
+        if setting("bad_words_ids") or setting("sequence_bias"):  # multi-token entries read earlier columns
             return False
         return (setting("min_length") or 0) == 0 and setting("max_new_tokens") is not None
 

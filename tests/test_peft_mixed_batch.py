@@ -340,7 +340,8 @@ def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
     [("seq2seq", {"num_return_sequences": 2, "num_beams": 2}), ("causal", {"max_length": 46}),
      ("seq2seq", {"return_dict_in_generate": True}), ("causal", {"return_dict_in_generate": True}),
      ("causal", {"repetition_penalty": 1.5}), ("causal", {"no_repeat_ngram_size": 2}),
-     ("causal", {"min_length": 44}), ("causal", {"do_sample": True}),
+     ("causal", {"min_length": 44}), ("causal", {"do_sample": True}), ("causal", {"bad_words_ids": [[0, 7]]}),
+     ("causal", {"sequence_bias": {(0, 7): -5.0}}),
      ("causal", {"logits_processor": LogitsProcessorList([lambda tokens, scores: scores])})],
 )  # fmt: skip
 def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
