@@ -792,8 +792,9 @@ class PeftModelForSeq2SeqLM(PeftModel):
         return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
     def _splittable(self, kwargs: dict[str, Any]) -> bool:
-        """The groups share one generation call, only the encoder runs per group: any settings but attentions
-        and hidden states, whose encoder parts and cross-attention widths are the whole batch's in one call."""
+        """The groups share one generation call, only the encoder runs per group: any settings but
+        attentions and hidden states, whose encoder parts and cross-attention widths are the whole
+        batch's in one call."""
         names = ("output_attentions", "output_hidden_states")
         return not any(self._generation_setting(kwargs, name) for name in names)
 
