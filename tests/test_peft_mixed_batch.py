@@ -81,49 +81,57 @@ def _check_tokens(mixed, alone, pad_id):
     assert bool((mixed[alone.shape[0] :] == pad_id).all())
 
 
+def _compare_with_rows_alone(model, ids, mask, labels, new_tokens: int, shifted_labels: bool):
+    """Runs the mixed batch and every row alone with its adapter: checks each row's greedy tokens and returns
+    (mixed output, largest logit difference, token-weighted mean of the rows' own losses).
+
+    Rows end together (decoder-only rows are padded in front), so each row's logits are compared over the
+    last positions it has alone; ``shifted_labels``: the first label is never scored (next-token loss).
+    """
+    mixed = model(input_ids=ids, attention_mask=mask, labels=labels, adapter_names=ROWS)
+    gen = model.generate(
+        input_ids=ids, attention_mask=mask, adapter_names=ROWS, max_new_tokens=new_tokens, do_sample=False
+    )
+    weighted, tokens, worst = 0.0, 0, 0.0
+    for row, name in enumerate(ROWS):
+        sl = slice(row, row + 1)
+        alone = _alone(
+            model, name, lambda sl=sl: model(input_ids=ids[sl], attention_mask=mask[sl], labels=labels[sl])
+        )
+        length = alone.logits.shape[1]
+        worst = max(worst, (mixed.logits[row, -length:] - alone.logits[0]).abs().max().item())
+        count = int((labels[row, 1:] != -100).sum()) if shifted_labels else int((labels[row] != -100).sum())
+        weighted, tokens = weighted + alone.loss.item() * count, tokens + count
+        alone_gen = _alone(
+            model,
+            name,
+            lambda sl=sl: model.generate(
+                input_ids=ids[sl], attention_mask=mask[sl], max_new_tokens=new_tokens, do_sample=False
+            ),
+        )
+        _check_tokens(gen[row], alone_gen[0], model.base_model.config.pad_token_id)
+    return mixed, worst, weighted / tokens
+
+
 def test_seq2seq_mixed_batch_matches_rows_alone(tiny_t5_dir):
     torch.manual_seed(0)
-    base = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).eval()
-    model = _build(base)
+    model = _build(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).eval())
     ids, mask = _right_padded_batch()
     labels = torch.randint(2, 100, (len(ROWS), 3))
     labels[1, -1] = -100
     with torch.no_grad():
-        mixed = model(input_ids=ids, attention_mask=mask, labels=labels, adapter_names=ROWS)
-        gen = model.generate(
-            input_ids=ids, attention_mask=mask, adapter_names=ROWS, max_new_tokens=5, do_sample=False
-        )
-        weighted, tokens, worst = 0.0, 0, 0.0
-        for row, name in enumerate(ROWS):
-            sl = slice(row, row + 1)
-            alone = _alone(
-                model,
-                name,
-                lambda sl=sl: model(input_ids=ids[sl], attention_mask=mask[sl], labels=labels[sl]),
-            )
-            worst = max(worst, (mixed.logits[row] - alone.logits[0]).abs().max().item())
-            count = int((labels[row] != -100).sum())
-            weighted, tokens = weighted + alone.loss.item() * count, tokens + count
-            alone_gen = _alone(
-                model,
-                name,
-                lambda sl=sl: model.generate(
-                    input_ids=ids[sl], attention_mask=mask[sl], max_new_tokens=5, do_sample=False
-                ),
-            )
-            _check_tokens(gen[row], alone_gen[0], base.config.pad_token_id)
+        mixed, worst, mean_loss = _compare_with_rows_alone(model, ids, mask, labels, 5, shifted_labels=False)
         with model.materialized():
             again = model(input_ids=ids, attention_mask=mask, labels=labels, adapter_names=ROWS)
     assert worst <= TOL
-    assert abs(mixed.loss.item() - weighted / tokens) <= TOL
+    assert abs(mixed.loss.item() - mean_loss) <= TOL
     assert torch.equal(again.logits, mixed.logits)
 
 
 @pytest.mark.parametrize("n", [CAUSAL_L, CAUSAL_L - 3], ids=["padded-to-L", "dynamic"])
 def test_causal_mixed_batch_matches_rows_alone(tiny_llama_dir, n):
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
-    model = _build(base, fixed_length=CAUSAL_L)
+    model = _build(AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval(), fixed_length=CAUSAL_L)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(2, 100, (len(ROWS), n), generator=g)
     mask = torch.ones_like(ids)
@@ -135,33 +143,10 @@ def test_causal_mixed_batch_matches_rows_alone(tiny_llama_dir, n):
     labels[:, : n // 2] = -100  # score only the second half, as for a source/target row
     longest = max(m for _, m, _ in METHODS.values())
     with torch.no_grad():
-        mixed = model(input_ids=ids, attention_mask=mask, labels=labels, adapter_names=ROWS)
-        assert mixed.logits.shape[1] == longest + n
-        gen = model.generate(
-            input_ids=ids, attention_mask=mask, adapter_names=ROWS, max_new_tokens=4, do_sample=False
-        )
-        weighted, tokens, worst = 0.0, 0, 0.0
-        for row, name in enumerate(ROWS):
-            sl = slice(row, row + 1)
-            alone = _alone(
-                model,
-                name,
-                lambda sl=sl: model(input_ids=ids[sl], attention_mask=mask[sl], labels=labels[sl]),
-            )
-            length = alone.logits.shape[1]  # m_i + n: rows end together
-            worst = max(worst, (mixed.logits[row, -length:] - alone.logits[0]).abs().max().item())
-            count = int((labels[row, 1:] != -100).sum())
-            weighted, tokens = weighted + alone.loss.item() * count, tokens + count
-            alone_gen = _alone(
-                model,
-                name,
-                lambda sl=sl: model.generate(
-                    input_ids=ids[sl], attention_mask=mask[sl], max_new_tokens=4, do_sample=False
-                ),
-            )
-            _check_tokens(gen[row], alone_gen[0], base.config.pad_token_id)
+        mixed, worst, mean_loss = _compare_with_rows_alone(model, ids, mask, labels, 4, shifted_labels=True)
+    assert mixed.logits.shape[1] == longest + n
     assert worst <= TOL
-    assert abs(mixed.loss.item() - weighted / tokens) <= TOL
+    assert abs(mixed.loss.item() - mean_loss) <= TOL
 
 
 def test_classifier_mixed_batch_matches_rows_alone(tiny_bert_dir):
