@@ -55,6 +55,7 @@ from training.outputs import save_split_metrics, write_all_results, write_predic
 from training.planner import ConfigError, RunPlan, plan_run
 from training.resume_record import check_resume_point, fixed_flags
 from training.run_dir import (
+    OutputDirBusy,
     OutputDirLock,
     RunDirError,
     is_finished,
@@ -65,6 +66,9 @@ from training.sources import check_sources
 from training.trainer import NonFiniteLossError, PromptTrainer
 
 logger = logging.getLogger("train")
+# Exit status when another running process holds the --output_dir (EX_TEMPFAIL: try again later); a grid
+# runner counts such a run as held by another worker, not as failed.
+EXIT_BUSY = 75
 
 
 @dataclass
@@ -306,7 +310,7 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
 
 def main(argv: list[str] | None = None) -> int:
     """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped, 2 bad input,
-    130 interrupted by Ctrl-C)."""
+    75 the --output_dir is in use by another running process, 130 interrupted by Ctrl-C)."""
     setup_logging()
     try:
         return _main(argv)
@@ -358,7 +362,7 @@ def _main(argv: list[str] | None) -> int:
                     move_previous_run_aside(output_dir, input_paths(model_args, data_args))
         except (ConfigError, RunDirError) as exc:
             logger.error("%s", " ".join(str(exc).split()))  # one line, also for a library's multi-line message
-            return 2
+            return EXIT_BUSY if isinstance(exc, OutputDirBusy) else 2
         except KeyboardInterrupt:
             logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)
             return 130

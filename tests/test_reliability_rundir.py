@@ -272,7 +272,7 @@ def test_a_second_concurrent_run_into_the_same_directory_fails_at_once(small_t5_
             time.sleep(0.2)
         assert first.poll() is None, first.stdout.read()[-2000:]
         capsys.readouterr()
-        assert main(argv) == 2  # the second process: refused while the first holds the directory
+        assert main(argv) == 75  # the second process: refused (EX_TEMPFAIL) while the first holds the directory
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "in use by another running train.py" in err[0], err
         log_before = (out / "output.log").read_text()

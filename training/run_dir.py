@@ -59,6 +59,10 @@ class RunDirError(ValueError):
     """An output directory or checkpoint that cannot be used as asked; the message names the fix."""
 
 
+class OutputDirBusy(RunDirError):
+    """Another running process holds the ``--output_dir`` lock (``train.py`` exits ``EXIT_BUSY``)."""
+
+
 def is_finished(output_dir: str | Path) -> bool:
     """True when ``output_dir`` holds the ``all_results.json`` that a run writes as its very last file."""
     return (Path(output_dir) / ALL_RESULTS).is_file()
@@ -137,7 +141,7 @@ class OutputDirLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except Timeout as exc:  # before OSError: filelock.Timeout is a TimeoutError
-            raise RunDirError(
+            raise OutputDirBusy(
                 f"--output_dir {self.path.parent} is in use by another running train.py (lock {self.path}); "
                 "wait for it to end or choose another --output_dir."
             ) from exc
