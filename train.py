@@ -18,6 +18,7 @@ import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
@@ -258,11 +259,18 @@ class TrainingArguments(LegacyTrainingFlags, Seq2SeqTrainingArguments):
         super().__post_init__()
 
 
+class OneLineErrorParser(HfArgumentParser):
+    """argparse's errors (unknown flag, missing value, bad choice) as ConfigError: one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (python train.py --help lists the flags)")
+
+
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """Parse the command line, or one ``.json`` file holding the same keys; ConfigError on bad values."""
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    parser = OneLineErrorParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
     from_file = len(argv) == 1 and argv[0].endswith(".json")
     origin = f"argument file {argv[0]}: " if from_file else ""
