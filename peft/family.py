@@ -17,6 +17,8 @@ from transformers.models.auto.modeling_auto import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
     from .model import PeftModel
 
 
@@ -87,6 +89,17 @@ def get_family(family: Family | str) -> Family:
             return candidate
     names = tuple(f.name for f in FAMILIES)
     raise ValueError(f"Unknown model family {family!r}; expected one of {names}")
+
+
+def new_tokens(generated: torch.Tensor, input_ids: torch.Tensor, family: Family) -> torch.Tensor:
+    """The (B, k) tokens that ``generate`` produced after the (B, n) ``input_ids``.
+
+    Decoder-only generation returns the input ids followed by the new tokens; encoder-decoder
+    generation returns the decoder's tokens, starting with the decoder start token.
+    """
+    if not family.generates:
+        raise ValueError(f"A {family} model scores logits; it does not generate tokens.")
+    return generated[:, input_ids.shape[1] if family.answer_in_input else 1 :]
 
 
 def family_for_task_type(task_type: str) -> Family:

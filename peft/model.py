@@ -17,10 +17,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import io
-from .buckets import CALL_COST, length_buckets
 from .budget import ParamCount
 from .config import CONFIG_NAME, PromptTuningConfig
 from .encoders import DensePrompt, PromptAdapter
@@ -31,11 +30,6 @@ logger = logging.getLogger(__name__)
 
 # Name for rows of a mixed batch that run on the bare backbone (no prompt, no update).
 BASE_ADAPTER = "__base__"
-ROW_INDEXED_ARGUMENTS = (
-    "streamer", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "negative_prompt_ids",
-    "negative_prompt_attention_mask", "assistant_model", "synced_gpus",
-)  # fmt: skip
-"""``generate`` arguments that see rows by their index in the call, the whole batch, or every call."""
 
 
 def _family_of(model: nn.Module, config: PromptTuningConfig) -> Family:
@@ -614,117 +608,9 @@ class PeftModel(nn.Module):
             return slice(None)  # real tokens there: _check_length reports the length
         return slice(n - max_length, None) if self.pads_left else slice(0, max_length)
 
-    def _prompt_length(self, adapter_name: str) -> int:
-        """m of an adapter (0 for the bare backbone)."""
-        if adapter_name == BASE_ADAPTER or self._adapters_disabled:
-            return 0
-        return self.peft_config[adapter_name].num_virtual_tokens
-
     # ---- generation --------------------------------------------------------------------------------
-    generation_call_cost: float = CALL_COST
-    """One more backbone call's price, in padded token positions, when ``generate`` splits a mixed batch."""
     generate_returns_input = False
     """Decoder-only models return the input ids followed by the new tokens; encoder-decoders the new ones."""
-
-    def _generate_batch(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,
-        **kwargs: Any,
-    ) -> Any:  # fmt: skip
-        """One ``generate`` call over the whole batch (each family builds its own inputs)."""
-        raise NotImplementedError
-
-    def _generate_by_length(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str],
-        **kwargs: Any,
-    ) -> Any:  # fmt: skip
-        """Generation for a mixed batch whose rows are grouped into runs of similar length (prompt plus
-        input, ``peft/buckets.py``), so that a short task's rows are not padded to a long task's."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        self._row_groups(adapter_names, input_ids.shape[0])  # checks names and mode before any work
-        prompts = [self._prompt_length(name) for name in adapter_names]
-        lengths = [int(n) + m for n, m in zip(attention_mask.sum(dim=1).tolist(), prompts, strict=True)]
-        runs = length_buckets(lengths, self.generation_call_cost)
-        # a row without a single position (no prompt, no token) attends to padding only: its output
-        # depends on the width of its call, so such a batch runs as one call
-        if len(runs) <= 1 or min(lengths) == 0 or not self._splittable(kwargs):
-            return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
-        return self._generate_runs(runs, input_ids, attention_mask, adapter_names, **kwargs)
-
-    def _generation_setting(self, kwargs: dict[str, Any], name: str) -> Any:
-        """A ``generate`` setting as transformers resolves it: the keyword argument (even ``None``), else the
-        passed ``generation_config``'s value where set, else the model's generation config."""
-        if name in kwargs:
-            return kwargs[name]
-        passed = kwargs.get("generation_config")
-        value = getattr(passed, name, None) if passed is not None else None
-        return value if value is not None else getattr(self.base_model.generation_config, name, None)
-
-    def _splittable(self, kwargs: dict[str, Any]) -> bool:
-        """Whether groups of rows give what one call gives (decoder-only: one ``generate`` per group).
-
-        Not with several sequences per row or a dict output; not with arguments that see a row by its
-        batch index or the batch as a whole (``ROW_INDEXED_ARGUMENTS``); not with settings that read the
-        input columns a group drops (``min_length`` and ``max_length`` count them; a repetition penalty,
-        banned n-grams and multi-token banned or biased sequences look at the padding); and not with
-        sampling, whose random draws follow the batch's shape, so that a seed gives the tokens of one call,
-        as T5 (one decoder loop) does.
-        """
-
-        def setting(name: str) -> Any:
-            return self._generation_setting(kwargs, name)
-
-        if setting("return_dict_in_generate") or (setting("num_return_sequences") or 1) != 1:
-            return False
-        given = (kwargs.get(name) for name in ROW_INDEXED_ARGUMENTS)
-        if any(value is not None and value is not False for value in given) or setting("do_sample"):
-            return False
-        if (setting("repetition_penalty") or 1.0) != 1.0 or (setting("no_repeat_ngram_size") or 0) > 0:
-            return False
-        if setting("bad_words_ids") or setting("sequence_bias"):  # multi-token entries read earlier columns
-            return False
-        return (setting("min_length") or 0) == 0 and setting("max_new_tokens") is not None
-
-    def _run_inputs(
-        self, rows: list[int], input_ids: torch.Tensor, attention_mask: torch.Tensor, adapter_names: list[str]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """(row index, input ids, mask, names) of one run, its columns trimmed to its longest row."""
-        index = torch.tensor(rows, device=input_ids.device)
-        mask = attention_mask[index]
-        real = torch.nonzero(mask.any(dim=0)).flatten()
-        if real.numel() == 0:  # rows without a single token: nothing to trim
-            columns = slice(None)
-        else:
-            columns = slice(int(real[0]), None) if self.pads_left else slice(0, int(real[-1]) + 1)
-        return index, input_ids[index][:, columns], mask[:, columns], [adapter_names[r] for r in rows]
-
-    def _generate_runs(
-        self, runs: list[list[int]], input_ids: torch.Tensor, attention_mask: torch.Tensor,
-        adapter_names: list[str], **kwargs: Any,
-    ) -> torch.Tensor:  # fmt: skip
-        """One generation call per run; the rows come back in batch order, a run that finished early padded
-        with the pad id (as finished rows are inside one call), so the result equals one call."""
-        new_tokens = []
-        for rows in runs:
-            index, ids, mask, names = self._run_inputs(rows, input_ids, attention_mask, adapter_names)
-            out = self._generate_batch(ids, mask, names, **kwargs)
-            new_tokens.append((index, out[:, ids.shape[1] :] if self.generate_returns_input else out))
-        width = max(tokens.shape[1] for _, tokens in new_tokens)
-        merged = input_ids.new_full((input_ids.shape[0], width), self._generation_pad_id(kwargs))
-        for index, tokens in new_tokens:
-            merged[index, : tokens.shape[1]] = tokens
-        return torch.cat([input_ids, merged], dim=1) if self.generate_returns_input else merged
-
-    def _generation_pad_id(self, kwargs: dict[str, Any]) -> int:
-        """The id generation pads finished rows with: ``pad_token_id``, else the first EOS id, each resolved
-        as transformers does (``_generation_setting``)."""
-        for name in ("pad_token_id", "eos_token_id"):
-            value = self._generation_setting(kwargs, name)
-            if isinstance(value, (list, tuple)):
-                value = value[0] if value else None
-            if value is not None:
-                return int(value)
-        return 0
 
     @staticmethod
     def _unsupported_with_rows(kwargs: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -776,55 +662,12 @@ class PeftModelForSeq2SeqLM(PeftModel):
     ) -> Any:
         """Decoder tokens (starting with the decoder start token); ``labels`` are ignored.
 
-        With ``adapter_names`` the rows run in runs of similar length (``_generate_by_length``).
+        With ``adapter_names`` every row gets its own adapter in this one call; grouping requests of
+        similar length into calls is the serving layer's job (``peft/serving.py``).
         """
         kwargs.pop("labels", None)
-        if adapter_names is not None and input_ids is not None and inputs_embeds is None:
-            return self._generate_by_length(input_ids, attention_mask, adapter_names, **kwargs)
         embeds, mask = self._encoder_inputs(input_ids, attention_mask, inputs_embeds, adapter_names)
         return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
-
-    def _generate_batch(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,
-        **kwargs: Any,
-    ) -> Any:  # fmt: skip
-        embeds, mask = self._encoder_inputs(input_ids, attention_mask, None, adapter_names)
-        return self.base_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
-
-    def _splittable(self, kwargs: dict[str, Any]) -> bool:
-        """The groups share one generation call, only the encoder runs per group: any settings but
-        attentions and hidden states, whose encoder parts and cross-attention widths are the whole
-        batch's in one call."""
-        names = ("output_attentions", "output_hidden_states")
-        return not any(self._generation_setting(kwargs, name) for name in names)
-
-    def _generate_runs(
-        self, runs: list[list[int]], input_ids: torch.Tensor, attention_mask: torch.Tensor,
-        adapter_names: list[str], **kwargs: Any,
-    ) -> Any:  # fmt: skip
-        """The encoder once per run (trimmed to the run's longest row), the decoder once for the batch.
-
-        Every row's encoder states are placed at the front of a batch padded to the longest run, with
-        the padding masked: the decoder's cross-attention gives those positions no weight, so each row
-        decodes as it does alone, in one generation loop for all rows.
-        """
-        encoder = self.base_model.get_encoder()
-        outputs = []
-        for rows in runs:
-            index, ids, mask, names = self._run_inputs(rows, input_ids, attention_mask, adapter_names)
-            embeds, mask = self._encoder_inputs(ids, mask, None, names)
-            hidden = encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-            outputs.append((index, hidden, mask))
-        width = max(hidden.shape[1] for _, hidden, _ in outputs)
-        batch, dim = input_ids.shape[0], outputs[0][1].shape[2]
-        states = outputs[0][1].new_zeros(batch, width, dim)
-        state_mask = attention_mask.new_zeros(batch, width)
-        for index, hidden, mask in outputs:
-            states[index, : hidden.shape[1]] = hidden
-            state_mask[index, : mask.shape[1]] = mask
-        return self.base_model.generate(
-            encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=state_mask, **kwargs
-        )
 
 
 class PeftModelForCausalLM(PeftModel):
@@ -911,18 +754,9 @@ class PeftModelForCausalLM(PeftModel):
 
         The first step is detected from the cache (``None`` or empty): transformers 5 passes a
         cache object already on step one. Generation numbers positions from the attention mask,
-        so rows padded in front for ``adapter_names`` keep their positions, and such a batch runs in
-        runs of similar length (``_generate_by_length``).
+        so rows padded in front for ``adapter_names`` keep their positions: the whole batch is one call.
         """
         kwargs.pop("labels", None)
-        if adapter_names is not None and input_ids is not None:
-            return self._generate_by_length(input_ids, attention_mask, adapter_names, **kwargs)
-        return self._generate_batch(input_ids, attention_mask, adapter_names, **kwargs)
-
-    def _generate_batch(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapter_names: list[str] | None,
-        **kwargs: Any,
-    ) -> Any:  # fmt: skip
         embeds, mask, _ = self._decoder_inputs(input_ids, attention_mask, None, adapter_names)
         base = self.base_model
         original = base.prepare_inputs_for_generation
