@@ -72,6 +72,15 @@ class ParamCount:
     def total(self) -> int:
         return self.prepended + self.added + self.head
 
+    def table(self, title: str, all_parameters: int) -> str:
+        """Lines of the count per component and its share of ``all_parameters``, under ``title``."""
+        rows = [("prepended", self.prepended), ("added", self.added)]
+        rows += [("head", self.head)] if self.head else []
+        rows.append(("total", self.total))
+        lines = [title] + [f"  {name:<10} {value:>12,}" for name, value in rows]
+        lines.append(f"  of all     {all_parameters:>12,} ({100 * self.total / max(all_parameters, 1):.4f}%)")
+        return "\n".join(lines)
+
 
 def count_adapter_params(
     *,

@@ -35,6 +35,7 @@ def default_prompt_init(scpp: bool, scap: bool) -> str:
     codebook)."""
     return "RANDOM" if scpp or scap else "TEXT"
 
+
 # Fields of the original configs that only steer the original loader or are unused there.
 _ORIGINAL_ONLY = (
     "bias",

@@ -76,7 +76,7 @@ def request_lengths(
     return [n + prompt_length(model, name) for n, name in zip(input_lengths, adapter_names, strict=True)]
 
 
-def _trimmed(input_ids: torch.Tensor, attention_mask: torch.Tensor, pads_left: bool) -> slice:
+def _trimmed(attention_mask: torch.Tensor, pads_left: bool) -> slice:
     """The columns of a batch up to its longest row (from its first real column for left padding)."""
     real = torch.nonzero(attention_mask.any(dim=0)).flatten()
     if real.numel() == 0:
@@ -100,12 +100,11 @@ def generate_in_batches(
     where its call ends, so rows may differ in length; a row's tokens up to its end are those of one
     call over all requests and of the row alone.
     """
-    pads_left = model.family.padding_side == "left"
     lengths = request_lengths(model, attention_mask.sum(dim=1).tolist(), adapter_names)
     out: list[torch.Tensor | None] = [None] * len(adapter_names)
     for rows in form_batches(lengths, call_cost, max_batch_size):
         index = torch.tensor(rows, device=input_ids.device)
-        columns = _trimmed(input_ids[index], attention_mask[index], pads_left)
+        columns = _trimmed(attention_mask[index], model.family.pads_left)
         ids, mask = input_ids[index][:, columns], attention_mask[index][:, columns]
         generated = model.generate(
             input_ids=ids,

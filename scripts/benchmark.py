@@ -65,7 +65,7 @@ import torch  # noqa: E402
 
 from peft import PromptTuningConfig, get_peft_model  # noqa: E402
 from peft.config import BudgetWarning  # noqa: E402
-from peft.family import new_tokens  # noqa: E402
+from peft.family import CAUSAL, SEQ2SEQ, Family, new_tokens  # noqa: E402
 from peft.serving import generate_in_batches  # noqa: E402
 from scripts._grid import method_grid  # noqa: E402
 from scripts._tables import markdown_table  # noqa: E402
@@ -95,7 +95,7 @@ class TaskRows:
     validation: list[dict[str, list[int]]]
     target_length: int
     source: str
-    family: str = "seq2seq"
+    family: Family = SEQ2SEQ
 
     @property
     def lengths(self) -> list[int]:
@@ -103,7 +103,7 @@ class TaskRows:
 
 
 def real_rows(task: str, data_dir: Path, tokenizer: Any, max_len: int, limit: int,
-              family: str = "seq2seq") -> TaskRows:  # fmt: skip
+              family: Family = SEQ2SEQ) -> TaskRows:  # fmt: skip
     """Rows formatted by ``data.loading`` and tokenised by ``data.preprocess`` for ``family``, unpadded."""
     from data.loading import load_task_splits
     from data.preprocess import max_target_length, tokenize_splits
@@ -144,7 +144,7 @@ def as_decoder_rows(rows: TaskRows, max_len: int) -> TaskRows:
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
     validation = [{**row, "labels": row["labels"][:1]} for row in rows.validation]
-    return replace(rows, train=[train_row(r) for r in rows.train], validation=validation, family="causal")
+    return replace(rows, train=[train_row(r) for r in rows.train], validation=validation, family=CAUSAL)
 
 
 def load_rows(args: argparse.Namespace, decoder_only: bool = False) -> dict[str, TaskRows]:
@@ -156,7 +156,7 @@ def load_rows(args: argparse.Namespace, decoder_only: bool = False) -> dict[str,
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.data_dir else None
     for task in args.tasks:
         if tokenizer is not None:
-            family = "causal" if decoder_only else "seq2seq"
+            family = CAUSAL if decoder_only else SEQ2SEQ
             out[task] = real_rows(task, Path(args.data_dir), tokenizer, args.max_seq_length, args.max_rows, family)
         else:
             out[task] = synthetic_rows(task, args.max_seq_length, args.max_rows, args.seed)
@@ -167,7 +167,7 @@ def load_rows(args: argparse.Namespace, decoder_only: bool = False) -> dict[str,
 
 
 def collate(rows: list[dict[str, list[int]]], fixed_length: int | None,
-            family: str = "seq2seq") -> dict[str, torch.Tensor]:  # fmt: skip
+            family: Family = SEQ2SEQ) -> dict[str, torch.Tensor]:  # fmt: skip
     """The project's ``PaddingCollator`` (T5 pad id 0): to ``fixed_length`` or to the batch's longest row."""
     from data.preprocess import PaddingCollator
 
@@ -553,7 +553,7 @@ def evaluate(trainee: Trainee, rows: TaskRows, bench: Bench, fixed_length: int |
         for batch in batches:
             batch = to_device(batch, bench.device)
             out = generate_and_score(model, batch, rows.target_length)
-            new = out if model.config.is_encoder_decoder else out[:, batch["input_ids"].shape[1] :]
+            new = new_tokens(out, batch["input_ids"], rows.family)
             digest.update(repr(new.tolist()).encode())
     return {"method": trainee.name, "examples_per_s": len(examples) / seconds[0],
             "composition_calls_in_loop": calls[0], "predictions_sha1": digest.hexdigest()}  # fmt: skip

@@ -19,7 +19,8 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 import train
 from data.preprocess import CAUSAL_MARKER, PaddingCollator, max_target_length, tokenize_splits
-from peft import PromptTuningConfig, get_peft_model
+from peft import PromptTuningConfig, get_peft_model, inputs
+from peft.encoders import PromptAdapter
 from train import TrainingArguments
 from training.trainer import PromptTrainer
 
@@ -138,10 +139,13 @@ def test_update_rows_and_positions_both_matter(llama, tokenizer, monkeypatch):
     with torch.no_grad():
         reference = _same_columns(model(**fixed).logits, n)
         with monkeypatch.context() as patch:
-            patch.setattr(type(model), "_update_rows", lambda self, added, n: added[:n])
+            add_update = PromptAdapter.add_update
+            patch.setattr(
+                PromptAdapter, "add_update", lambda self, embeds, from_end: add_update(self, embeds, False)
+            )
             first_rows = model(**dynamic).logits
         with monkeypatch.context() as patch:
-            patch.setattr(type(model), "_layout_position_ids", lambda self, *args: None)
+            patch.setattr(inputs, "layout_position_ids", lambda *args: None)
             own_positions = model(**dynamic).logits
     assert (first_rows - reference).abs().max() > 1e-3
     assert (own_positions - reference).abs().max() > 1e-3

@@ -13,7 +13,7 @@ from transformers.training_args import ParallelMode
 
 from data.tasks import TaskSpec, get_task
 from peft.family import Family
-from peft.model import check_position_limit
+from peft.inputs import check_position_limit
 from training.modeling import BASELINE_METHODS, PEFT_TYPES, load_model_config
 
 FP16_UNSAFE_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
