@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 
 from data.preprocess import PaddingCollator, max_target_length
 from peft import PromptTuningConfig, get_peft_model
+from peft.family import SEQ2SEQ
 from train import TrainingArguments
 from training.trainer import PromptTrainer
 
@@ -110,7 +111,7 @@ def _trainer(model, tokenizer, tmp_path, max_new_tokens: int) -> PromptTrainer:
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none",
                              disable_tqdm=True, predict_with_generate=True)  # fmt: skip
     return PromptTrainer(model=model, args=args, processing_class=tokenizer,
-                         data_collator=PaddingCollator(tokenizer, "seq2seq"), family="seq2seq",
+                         data_collator=PaddingCollator(tokenizer, SEQ2SEQ), family=SEQ2SEQ,
                          max_new_tokens=max_new_tokens)  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from data.preprocess import PaddingCollator, tokenize_splits
 from peft import PromptTuningConfig, get_peft_model
+from peft.family import CLASSIFIER, SEQ2SEQ, Family
 
 L = 64
 M = 4
@@ -42,7 +43,7 @@ def _splits() -> datasets.DatasetDict:
 
 
 @functools.cache
-def _batches(tokenizer, family: str, multiple: int | None = None) -> tuple[dict, dict]:
+def _batches(tokenizer, family: Family, multiple: int | None = None) -> tuple[dict, dict]:
     """(fixed batch padded to L, dynamic batch padded to the longest row [rounded to ``multiple``])."""
     target = 4
     fixed_rows = tokenize_splits(_splits(), tokenizer, family, L, target, pad_to_max_length=True)["train"]
@@ -75,7 +76,7 @@ def tokenizer(tiny_t5_dir):
 @pytest.mark.parametrize(("method", "multiple"), [(m, None) for m in METHODS] + [("ACCEPT", 8)])
 def test_seq2seq_dynamic_equals_fixed_padding(method, multiple, t5_backbone, tokenizer):
     model = _t5_model(t5_backbone, METHODS[method])
-    fixed, dynamic = _batches(tokenizer, "seq2seq", multiple)
+    fixed, dynamic = _batches(tokenizer, SEQ2SEQ, multiple)
     n = dynamic["input_ids"].shape[1]
     assert fixed["input_ids"].shape[1] == L and n < L  # the test really shortens the batch
     if multiple:
@@ -103,7 +104,7 @@ def test_seq2seq_dynamic_equals_fixed_padding(method, multiple, t5_backbone, tok
 def test_update_rows_beyond_the_batch_do_not_matter(t5_backbone, tokenizer):
     """Rows >= the batch length only ever meet padded positions: changing them changes nothing."""
     model = _t5_model(t5_backbone, METHODS["DePT"])
-    fixed, dynamic = _batches(tokenizer, "seq2seq")
+    fixed, dynamic = _batches(tokenizer, SEQ2SEQ)
     n = dynamic["input_ids"].shape[1]
     with torch.no_grad():
         before = model(**fixed).loss
@@ -125,7 +126,7 @@ def test_encoder_classifier_dynamic_equals_fixed_padding(method, tiny_bert_dir, 
     )
     _randomise(model)
     model.eval()
-    fixed, dynamic = _batches(tokenizer, "classifier")
+    fixed, dynamic = _batches(tokenizer, CLASSIFIER)
     assert dynamic["input_ids"].shape[1] < L
     with torch.no_grad():
         out_fixed, out_dynamic = model(**fixed), model(**dynamic)

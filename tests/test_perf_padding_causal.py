@@ -21,6 +21,7 @@ import train
 from data.preprocess import CAUSAL_MARKER, PaddingCollator, max_target_length, tokenize_splits
 from peft import PromptTuningConfig, get_peft_model, inputs
 from peft.encoders import PromptAdapter
+from peft.family import CAUSAL
 from train import TrainingArguments
 from training.trainer import PromptTrainer
 
@@ -55,10 +56,10 @@ def _splits(sources: list[str], targets: list[str]) -> datasets.DatasetDict:
 def _batches(tokenizer, split: str, multiple: int | None = None, sources: tuple = tuple(SOURCES)):
     """(batch left-padded to L, batch left-padded to its longest row [rounded up to ``multiple``])."""
     splits = _splits(list(sources), TARGETS[: len(sources)])
-    fixed_rows = tokenize_splits(splits, tokenizer, "causal", L, 3, pad_to_max_length=True)[split]
-    raw_rows = tokenize_splits(splits, tokenizer, "causal", L, 3, pad_to_max_length=False)[split]
-    fixed = PaddingCollator(tokenizer, "causal", max_seq_length=L)(list(fixed_rows))
-    dynamic = PaddingCollator(tokenizer, "causal", pad_to_multiple_of=multiple)(list(raw_rows))
+    fixed_rows = tokenize_splits(splits, tokenizer, CAUSAL, L, 3, pad_to_max_length=True)[split]
+    raw_rows = tokenize_splits(splits, tokenizer, CAUSAL, L, 3, pad_to_max_length=False)[split]
+    fixed = PaddingCollator(tokenizer, CAUSAL, max_seq_length=L)(list(fixed_rows))
+    dynamic = PaddingCollator(tokenizer, CAUSAL, pad_to_multiple_of=multiple)(list(raw_rows))
     return fixed, dynamic
 
 
@@ -171,8 +172,8 @@ def test_over_long_example_is_cut_to_l_the_same_way(split, llama, tokenizer):
     the unpadded row is the padded row and a batch holding it has L columns either way."""
     sources = (LONG_SOURCE, SOURCES[1])
     splits = _splits(list(sources), TARGETS[:2])
-    padded = tokenize_splits(splits, tokenizer, "causal", L, 3, pad_to_max_length=True)[split][0]
-    raw = tokenize_splits(splits, tokenizer, "causal", L, 3, pad_to_max_length=False)[split][0]
+    padded = tokenize_splits(splits, tokenizer, CAUSAL, L, 3, pad_to_max_length=True)[split][0]
+    raw = tokenize_splits(splits, tokenizer, CAUSAL, L, 3, pad_to_max_length=False)[split][0]
     marker = tokenizer(CAUSAL_MARKER, add_special_tokens=False).input_ids
     answer = tokenizer(TARGETS[0], add_special_tokens=False).input_ids
     source = tokenizer(LONG_SOURCE, add_special_tokens=False).input_ids
@@ -189,7 +190,7 @@ def test_over_long_example_is_cut_to_l_the_same_way(split, llama, tokenizer):
 
 
 def _eval_rows(tokenizer) -> datasets.Dataset:
-    return tokenize_splits(_splits(SOURCES + SOURCES[:2], TARGETS + TARGETS[:2]), tokenizer, "causal", L, 3,
+    return tokenize_splits(_splits(SOURCES + SOURCES[:2], TARGETS + TARGETS[:2]), tokenizer, CAUSAL, L, 3,
                            pad_to_max_length=False)["validation"].remove_columns("labels")  # fmt: skip
 
 
@@ -201,8 +202,8 @@ def test_causal_generation_stops_at_target_length_or_when_all_finished(
     model = _model(llama, METHODS["ACCEPT"])
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, predict_with_generate=True,
                              report_to="none")  # fmt: skip
-    trainer = PromptTrainer(model=model, args=args, processing_class=tokenizer, family="causal",
-                            data_collator=PaddingCollator(tokenizer, "causal"),
+    trainer = PromptTrainer(model=model, args=args, processing_class=tokenizer, family=CAUSAL,
+                            data_collator=PaddingCollator(tokenizer, CAUSAL),
                             max_new_tokens=max_target_length("rte", tokenizer))  # fmt: skip
     eos = llama.generation_config.eos_token_id
 

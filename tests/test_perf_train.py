@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 import train
 from data.preprocess import PaddingCollator
+from peft.family import SEQ2SEQ
 from train import TrainingArguments, main
 from training.trainer import PromptTrainer
 
@@ -96,7 +97,7 @@ def test_length_grouped_training_batches_and_ordered_evaluation(tiny_t5_dir, tmp
         args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4,
                                  train_sampling_strategy=strategy, report_to="none", seed=0)  # fmt: skip
         trainer = PromptTrainer(model=torch.nn.Linear(1, 1), args=args, processing_class=tokenizer,
-                                data_collator=PaddingCollator(tokenizer, "seq2seq"), family="seq2seq",
+                                data_collator=PaddingCollator(tokenizer, SEQ2SEQ), family=SEQ2SEQ,
                                 max_new_tokens=3, train_dataset=data, eval_dataset=data)  # fmt: skip
         trainer._signature_columns = ["input_ids", "attention_mask", "labels"]
         total = sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())

@@ -24,7 +24,7 @@ from transformers import Seq2SeqTrainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from peft.family import Family, get_family, new_tokens
+from peft.family import Family, new_tokens
 from peft.io import load_tensors_into, read_adapter_tensors
 from peft.model import divide_loss_by_accumulation
 from training.evaluation import SplitMetrics
@@ -65,7 +65,7 @@ class PromptTrainer(Seq2SeqTrainer):
     def __init__(
         self,
         *args: Any,
-        family: Family | str,
+        family: Family,
         max_new_tokens: int,
         added_embedding_lr: float | None = None,
         stop_on_nan: bool = True,
@@ -84,7 +84,7 @@ class PromptTrainer(Seq2SeqTrainer):
             divide_loss_by_accumulation(model)
         super().__init__(*args, **kwargs)
         self.add_callback(LogHistoryCallback())
-        self.family = get_family(family)
+        self.family = family
         self.max_new_tokens = max_new_tokens
         self.added_embedding_lr = added_embedding_lr
         self.stop_on_nan = stop_on_nan
