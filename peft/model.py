@@ -275,11 +275,11 @@ class PeftModel(nn.Module):
         return self.base_model
 
     def prepended_parameters(self) -> list[nn.Parameter]:
-        """Prompt (or SCPP) tensors plus a classifier head: the ``--learning_rate`` group."""
+        """Prompt (or SCPP) tensors plus a classifier head: the prepended side's optimizer group."""
         return self.adapter_module().prepended_parameters() + list(self._head_parameters().values())
 
     def added_parameters(self) -> list[nn.Parameter]:
-        """A/B or SCAP tensors: the ``--added_embedding_lr`` group."""
+        """A/B or SCAP tensors: the added side's optimizer group."""
         return self.adapter_module().added_parameters()
 
     def named_adapter_tensors(self, adapter_name: str | None = None) -> dict[str, nn.Parameter]:

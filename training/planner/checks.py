@@ -15,6 +15,7 @@ from data.tasks import TaskSpec, get_task
 from peft.family import Family
 from peft.inputs import check_position_limit
 from training.modeling import BASELINE_METHODS, PEFT_TYPES, load_model_config
+from training.planner.config_flags import in_flag_terms
 
 FP16_UNSAFE_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
 
@@ -121,7 +122,7 @@ def check_lengths(model_args: Any, data_args: Any, model_config: PretrainedConfi
     try:
         check_position_limit(model_config, model_args.prefix_length, data_args.max_seq_length)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(in_flag_terms(exc)) from exc
 
 
 def check_baseline(model_args: Any, model_config: PretrainedConfig, family: Family) -> None:
