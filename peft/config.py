@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
 PEFT_TYPES = ("PROMPT_TUNING", "PROMPT_TUNING_LORA")
+METHOD_NAMES = ("PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
+"""Every ``method_name``, in the order of the papers' tables (the one list of them)."""
 INIT_TYPES = ("RANDOM", "TEXT")
 DEFAULT_INIT_TEXT = "Classify this text is postive or not:"
 # Fields that shrink an adapter over the paper's budget (named by the budget error).

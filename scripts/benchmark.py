@@ -53,7 +53,6 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
 from functools import cached_property  # noqa: E402
@@ -64,11 +63,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from peft import PromptTuningConfig, get_peft_model  # noqa: E402
-from peft.config import BudgetWarning  # noqa: E402
+from peft.config import METHOD_NAMES  # noqa: E402
 from peft.family import CAUSAL, SEQ2SEQ, Family, new_tokens  # noqa: E402
 from peft.serving import generate_in_batches  # noqa: E402
 from scripts._grid import method_grid  # noqa: E402
 from scripts._tables import markdown_table  # noqa: E402
+from training.budget_notice import library_budget_warnings_off  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
@@ -257,17 +257,9 @@ class Trainee:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-@contextlib.contextmanager
-def budget_warnings_off() -> Iterator[None]:
-    """The grid's configurations are counted already; their ``BudgetWarning`` is noise here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BudgetWarning)
-        yield
-
-
 def wrap(backbone: torch.nn.Module, name: str, kwargs: dict[str, Any], max_len: int) -> Trainee:
     """``get_peft_model`` with ``PromptTuningConfig(**kwargs)`` in training mode, and its AdamW."""
-    with budget_warnings_off():
+    with library_budget_warnings_off():  # the grid is counted already
         model = get_peft_model(backbone, PromptTuningConfig(max_length=max_len, **kwargs))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -458,13 +450,13 @@ def step_ratios(train: list[dict[str, Any]], tasks: list[str]) -> list[dict[str,
         if num in ms and den in ms:
             out.append({"ratio": name, "method": method, "value": ms[num] / ms[den]})
 
-    dept_and_accept = ("DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
+    dept_and_accept = METHOD_NAMES[1:]
     for task in tasks:
         for padding in ("dynamic", "dynamic+grouped"):
             for method in dept_and_accept:
                 add(f"{task}: fixed L / {padding} step", method, (method, fixed, "fixed"), (method, task, padding))
     for task, padding in [(fixed, "fixed")] + [(t, "dynamic+grouped") for t in tasks]:
-        for method in ("ACCEPT", "ACCEPT-SCPP", "ACCEPT-SCAP"):
+        for method in METHOD_NAMES[2:]:
             add(f"{method} / DePT step ({task}, {padding})", method, (method, task, padding), ("DePT", task, padding))
     for method in dept_and_accept:
         add("m=60 / PT m=100 step (fixed L)", method, (method, fixed, "fixed"), ("PT", fixed, "fixed"))
@@ -649,7 +641,7 @@ def serving_model(bench: Bench, names: list[str]) -> Any:
     methods = list(bench.methods.values())
     configs = [PromptTuningConfig(max_length=bench.args.max_seq_length, **methods[i % len(methods)])
                for i in range(len(names))]  # fmt: skip
-    with budget_warnings_off():
+    with library_budget_warnings_off():  # the grid is counted already
         model = get_peft_model(bench.backbone, configs[0])
         for name, config in zip(names[1:], configs[1:], strict=True):
             model.add_adapter(name, config)
