@@ -6,19 +6,6 @@ from peft import AdapterConfigError, PromptTuningConfig
 from peft.budget import count_adapter_params, feasible_codebooks, num_subspaces, paper_budget
 
 
-def test_paper_t5_base_counts():
-    accept = count_adapter_params(
-        dim=768, num_virtual_tokens=60, max_length=256, r=30, scpp=True, sub_dim_scpp=32, codebook_size_scpp=20
-    )
-    assert (accept.prepended, accept.added, accept.total) == (44_160, 30_720, 74_880)
-    assert count_adapter_params(dim=768, num_virtual_tokens=100, with_added=False).total == 76_800
-    assert count_adapter_params(dim=768, num_virtual_tokens=60, max_length=256, r=30).total == 76_800
-    scap = count_adapter_params(
-        dim=768, num_virtual_tokens=60, max_length=256, scap=True, sub_dim_scap=256, codebook_size_scap=20
-    )
-    assert scap.added == 30_720
-
-
 @pytest.mark.parametrize(
     ("m", "r", "length", "expected"),
     [(40, 45, 256, 76_800), (80, 15, 256, 76_800), (60, 24, 512, 76_800), (60, 30, 348, 79_560)],

@@ -337,7 +337,7 @@ def test_causal_forward_prefixes_labels_and_refuses_inputs_longer_than_l(llama):
     )
     torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=1e-6)
     torch.testing.assert_close(out.loss, ref.loss, rtol=0, atol=1e-6)
-    longer = torch.cat([ids[:, :1], ids], 1)  # shorter batches are dynamic padding (test_perf_padding_causal.py)
+    longer = torch.cat([ids[:, :1], ids], 1)  # shorter batches are dynamic padding (test_perf_padding.py)
     with pytest.raises(ValueError, match=f"exceeds max_length L={L}"):
         model(input_ids=longer, attention_mask=torch.cat([mask[:, :1], mask], 1))
 
