@@ -31,6 +31,7 @@ from training.budget_notice import library_budget_warnings_off, warn_budget
 from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
 from training.distributed import close_process_group
 from training.evaluation import SplitReferences, TaskMetrics
+from training.identity import write_identity
 from training.logs import (
     CONSOLE,
     LOG_ONLY,
@@ -43,7 +44,6 @@ from training.logs import (
     setup_logging,
 )
 from training.modeling import (
-    ADAPTER_PEFT_TYPES,
     DTYPES,
     PEFT_TYPES,
     build_model,
@@ -54,7 +54,6 @@ from training.modeling import (
 from training.outputs import save_split_metrics, write_all_results, write_predictions, write_run_config
 from training.planner import ConfigError, RunPlan, plan_run
 from training.planner.schema import check_flags
-from training.resume_record import check_resume_point, fixed_flags
 from training.run_dir import (
     OutputDirBusy,
     OutputDirLock,
@@ -286,15 +285,7 @@ def parse_args(
 
 def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments, plan: RunPlan):
     """The logical splits the run needs (train / validation / test), formatted, before any weights load."""
-    needed = []
-    if training_args.do_train:
-        needed.append("train")
-    if training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"):
-        needed.append("validation")
-    if training_args.do_predict:
-        needed.append("test")
-    if not needed:
-        raise ConfigError("nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    needed = plan.splits
     try:
         splits = load_task_splits(
             plan.task.name,
@@ -359,18 +350,12 @@ def _main(argv: list[str] | None) -> int:
                 lock = OutputDirLock(output_dir)
                 if output_dir.exists():
                     lock.acquire()  # first of all: a running run's folder is reported as such
-            if is_finished(output_dir) and not training_args.overwrite_output_dir:
-                return report_finished(output_dir)
             check_sources(model_args, data_args)
             with library_budget_warnings_off():
-                plan = plan_run(model_args, data_args, training_args)
+                plan = plan_run(model_args, data_args, training_args)  # compares a recorded run's identity
+            if is_finished(output_dir) and not training_args.overwrite_output_dir:
+                return report_finished(output_dir)
             warn_budget(plan.peft_config, plan.token_dim, model_args)
-            resume_changes = check_resume_point(
-                plan.resume_from_checkpoint,
-                fixed_flags(model_args, data_args, training_args),
-                allow_changes=training_args.allow_changed_resume_flags,
-                adapter_run=model_args.peft_type in ADAPTER_PEFT_TYPES,
-            )
             raw_splits = load_data(data_args, training_args, plan)
             if lock is not None:
                 lock.acquire()
@@ -382,7 +367,7 @@ def _main(argv: list[str] | None) -> int:
         except KeyboardInterrupt:
             logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)
             return 130
-        return run_logged(model_args, data_args, training_args, plan, raw_splits, resume_changes)
+        return run_logged(model_args, data_args, training_args, plan, raw_splits)
     finally:
         if lock is not None:
             lock.release()
@@ -404,7 +389,6 @@ def run_logged(
     training_args: TrainingArguments,
     plan: RunPlan,
     raw_splits,
-    resume_changes: dict,
 ) -> int:
     """``run`` with ``output.log`` attached (appended to when the run continues an earlier one)."""
     set_library_verbosity(training_args.get_process_log_level())
@@ -415,7 +399,7 @@ def run_logged(
     if training_args.should_save:
         log_file = attach_log_file(output_dir / "output.log", append=continues)
     try:
-        return run(model_args, data_args, training_args, plan, raw_splits, resume_changes)
+        return run(model_args, data_args, training_args, plan, raw_splits)
     except KeyboardInterrupt:
         logger.warning(
             "%s", interrupted_message(output_dir, training_args.overwrite_output_dir), extra=CONSOLE
@@ -437,7 +421,6 @@ def run(
     training_args: TrainingArguments,
     plan: RunPlan,
     raw_splits,
-    resume_changes: dict | None = None,
 ) -> int:
     """The run after validation: tokenise, build the model, train, evaluate, predict, write results.
 
@@ -446,10 +429,8 @@ def run(
     """
     output_dir = Path(training_args.output_dir)
     trained_before = training_args.do_train and training_finished(output_dir)
-    # Model selection by the task's metric (first occurrence wins on ties: strictly greater replaces).
-    training_args.metric_for_best_model = plan.task.metric_for_best_model
-    training_args.greater_is_better = True
-    training_args.predict_with_generate = plan.family.generates
+    if training_args.should_save and not trained_before:
+        write_identity(output_dir, plan.identity)  # first: a run killed at any point can be compared
     logger.info(
         "task %s | method %s | family %s | d=%d", plan.task.name, plan.method, plan.family, plan.token_dim
     )
@@ -495,7 +476,7 @@ def run(
                 "trainable_params": trainable,
                 "metric_for_best_model": plan.task.metric_for_best_model,
                 "resumed_from": plan.resume_from_checkpoint,
-                "resume_changed_flags": resume_changes or {},
+                "resume_changed_flags": plan.resume_changes,
             },
             model_args=model_args,
             data_args=data_args,
@@ -528,7 +509,7 @@ def run(
         max_new_tokens=target_length,
         added_embedding_lr=training_args.added_embedding_lr,
         stop_on_nan=training_args.stop_on_nan,
-        resume_flags=fixed_flags(model_args, data_args, training_args),
+        identity=plan.identity,
     )
     progress = use_console_progress(trainer)
     if trainer.is_world_process_zero():

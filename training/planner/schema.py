@@ -102,7 +102,7 @@ class Location:
         if self.kind == "file" and not path.is_file():
             return "is not an existing file"
         if self.kind == "new_dir" and path.exists() and not path.is_dir():
-            return "is an existing file, not a folder"
+            return "cannot be used as a folder (it is an existing file)"
         if self.kind == "new_file" and path.is_dir():
             return "is an existing folder; name a file"
         if self.kind == "json_file" and str(value).endswith(".json") and not path.is_file():
