@@ -31,6 +31,7 @@ from training.budget_notice import library_budget_warnings_off, warn_budget
 from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
 from training.distributed import close_process_group
 from training.evaluation import SplitReferences, TaskMetrics
+from training.failures import describe_failure, record_traceback
 from training.identity import write_identity
 from training.logs import (
     CONSOLE,
@@ -319,11 +320,16 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped, 2 bad input,
-    75 the --output_dir is in use by another running process, 130 interrupted by Ctrl-C)."""
+    """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped by a failure:
+    a NaN loss, a full disk, ... with one line saying what and the fix, 2 bad input, 75 the --output_dir is in
+    use by another running process, 130 interrupted by Ctrl-C)."""
     setup_logging()
     try:
         return _main(argv)
+    except Exception as exc:  # before the run folder's log exists: the traceback goes to a file of its own
+        where = record_traceback(exc, None)
+        logger.error("%s; the traceback is in %s", describe_failure(exc).rstrip("."), where or "no file (disk full)")
+        return 1
     finally:
         close_process_group()
         restore_logging()
@@ -405,11 +411,10 @@ def run_logged(
             "%s", interrupted_message(output_dir, training_args.overwrite_output_dir), extra=CONSOLE
         )
         return 130
-    except Exception:
-        # Into output.log only (scripts/sweep_status.py shows why a run failed); the console gets Python's
-        # traceback of the re-raised exception.
+    except Exception as exc:  # a failure no check foresaw: one line, the traceback into output.log
         logger.exception("run failed", extra=LOG_ONLY)
-        raise
+        logger.error("%s; the traceback is in %s", describe_failure(exc).rstrip("."), output_dir / "output.log")
+        return 1
     finally:
         if log_file is not None:
             detach_log_file(log_file)

@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from training.identity import changed_flags, identity_differences
 from training.outputs import atomic_write_json
 from training.run_dir import RunDirError, check_checkpoint_files
@@ -37,6 +39,25 @@ def read_record(checkpoint: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def check_pickles(checkpoint: str | Path, flag: str) -> None:
+    """Every torch pickle of a checkpoint (optimizer, scheduler, RNG state) loads as plain data
+    (``weights_only=True``, as the resume will): one that carries code is refused before the backbone loads."""
+    for path in sorted(Path(checkpoint).iterdir()):
+        if path.suffix not in PICKLE_SUFFIXES or not path.is_file():
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for code; other types for a damaged file
+            detail = " ".join(str(exc).split())[:200]
+            raise RunDirError(
+                f"{flag}: {path.name} is not plain saved data ({type(exc).__name__}: {detail}); it is refused "
+                "(loading it could run code); resume from another checkpoint or --overwrite_output_dir."
+            ) from exc
 
 
 def recorded_identity(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -63,6 +84,7 @@ def check_resume_point(
         return {}
     flag = f"--resume_from_checkpoint {checkpoint}"
     check_checkpoint_files(checkpoint, flag, adapter_run)
+    check_pickles(checkpoint, flag)
     recorded = recorded_identity(read_record(checkpoint))
     if recorded is None:
         if not allow_changes:

@@ -23,6 +23,7 @@ from training.planner.adapter_config import build_peft_config
 from training.planner.checkpoints import check_checkpoint_matches, load_saved_adapter_config
 from training.planner.checks import (
     ConfigError,
+    check_backbone_files,
     check_baseline,
     check_data_dir,
     check_distributed,
@@ -106,6 +107,7 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
     check_peft_type(peft_type)
     check_data_dir(data_args)
     model_config = read_model_config(model_args)
+    check_backbone_files(model_args)
     family = detect_family(model_config)
     d = hidden_size(model_config)
     check_precision(model_args, training_args, model_config)
@@ -136,6 +138,6 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
     resume = resolve_output_dir(training_args)
     adapter = peft_config or loaded
     if resume is not None and adapter is not None:
-        check_checkpoint_matches(resume, adapter, d)
+        check_checkpoint_matches(resume, adapter, d, family)
     changes = check_same_run(training_args, identity, resume, adapter_run=adapter is not None)
     return RunPlan(task, family, model_config, d, method, peft_config, loaded, resume, splits, identity, changes)
