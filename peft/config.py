@@ -14,14 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from .budget import PT_BUDGET_TOKENS, count_adapter_params, num_subspaces
+from .errors import AdapterConfigError
 from .family import TASK_TYPES
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
 PEFT_TYPES = ("PROMPT_TUNING", "PROMPT_TUNING_LORA")
+METHOD_NAMES = ("PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
+"""Every ``method_name``, in the order of the papers' tables (the one list of them)."""
 INIT_TYPES = ("RANDOM", "TEXT")
 DEFAULT_INIT_TEXT = "Classify this text is postive or not:"
+# Fields that shrink an adapter over the paper's budget (named by the budget error).
+BUDGET_FIELDS = ("sub_dim_scpp", "codebook_size_scpp", "sub_dim_scap", "codebook_size_scap", "r", "enforce_budget")
 # Fields that decide the adapter tensors' shapes (a resumed checkpoint must agree on all of them).
 SHAPE_FIELDS = (
     "peft_type", "num_virtual_tokens", "token_dim", "max_length", "r", "scpp", "sub_dim_scpp",
@@ -34,6 +39,7 @@ def default_prompt_init(scpp: bool, scap: bool) -> str:
     released DePT run), RANDOM for the ACCEPT variants (ACCEPT's default; TEXT cannot initialise an SCPP
     codebook)."""
     return "RANDOM" if scpp or scap else "TEXT"
+
 
 # Fields of the original configs that only steer the original loader or are unused there.
 _ORIGINAL_ONLY = (
@@ -114,58 +120,68 @@ class PromptTuningConfig:
 
     # ---- validation -----------------------------------------------------------------------------
     def validate(self, token_dim: int | None = None, check_init: bool = True) -> None:
-        """Raise ValueError naming the command-line flag for any inconsistent setting.
+        """Raise ``AdapterConfigError`` (a ValueError naming the config fields) for any inconsistent setting.
 
         ``token_dim`` (d) defaults to ``self.token_dim``; without it the divisibility and budget
-        checks are skipped. ``check_init`` also checks the initialisation flags (off when loading
+        checks are skipped. ``check_init`` also checks the initialisation fields (off when loading
         trained weights). Warns (``BudgetWarning``) when the parameter count exceeds the paper's
         budget, or raises when ``enforce_budget``.
         """
         d = token_dim if token_dim is not None else self.token_dim
         if self.peft_type not in PEFT_TYPES:
-            raise ValueError(f"--peft_type {self.peft_type!r} is not supported; use one of {PEFT_TYPES}.")
+            raise AdapterConfigError(
+                f"peft_type {self.peft_type!r} is not supported; use one of {PEFT_TYPES}.", "peft_type"
+            )
         if self.task_type is not None and self.task_type not in TASK_TYPES:
             raise ValueError(
                 f"task_type {self.task_type!r} is not supported; use one of {TASK_TYPES} or None."
             )
         if self.num_virtual_tokens < 1:
-            raise ValueError(
-                f"--prefix_length (num_virtual_tokens) must be >= 1, got {self.num_virtual_tokens}."
+            raise AdapterConfigError(
+                f"num_virtual_tokens must be >= 1, got {self.num_virtual_tokens}.", "num_virtual_tokens"
             )
         if self.r < 0:
-            raise ValueError(f"--r must be >= 0 (0 disables the low-rank update), got {self.r}.")
+            raise AdapterConfigError(f"r must be >= 0 (0 disables the low-rank update), got {self.r}.", "r")
         if self.num_transformer_submodules != 1:
             raise ValueError(
                 "num_transformer_submodules must be 1 (prompts on the encoder only); the original's value 2 "
                 "allocates rows it never uses."
             )
         if self.peft_type == "PROMPT_TUNING" and (self.scpp or self.scap):
-            raise ValueError(
-                "--scpp/--scap need --peft_type PROMPT_TUNING_LORA (PROMPT_TUNING is vanilla PT)."
+            raise AdapterConfigError(
+                "scpp/scap need peft_type PROMPT_TUNING_LORA (PROMPT_TUNING is vanilla PT).",
+                ("scpp", "scap", "peft_type"),
             )
         if self.has_added and (self.max_length is None or self.max_length < 1):
-            raise ValueError(
-                f"--max_seq_length must be a fixed length >= 1 for {self.method_name}: the added update has one "
-                f"row per input position (got max_length={self.max_length})."
+            raise AdapterConfigError(
+                f"max_length must be a fixed length >= 1 for {self.method_name}: the added update has one "
+                f"row per input position (got {self.max_length}).",
+                "max_length",
             )
         for flag, on, size in (
             ("scpp", self.scpp, self.codebook_size_scpp),
             ("scap", self.scap, self.codebook_size_scap),
         ):
             if on and size < 1:
-                raise ValueError(f"--codebook_size_{flag} must be >= 1, got {size}.")
+                raise AdapterConfigError(
+                    f"codebook_size_{flag} must be >= 1, got {size}.", f"codebook_size_{flag}"
+                )
         if check_init:
             if self.prompt_tuning_init not in INIT_TYPES:
                 raise ValueError(
                     f"prompt_tuning_init must be one of {INIT_TYPES}, got {self.prompt_tuning_init!r}."
                 )
             if self.prompt_tuning_init == "TEXT" and self.scpp:
-                raise ValueError(
-                    "--text_init (prompt_tuning_init TEXT) cannot be combined with --scpp: the SCPP prompt is "
-                    "composed from codebooks; use RANDOM init or --scpp False."
+                raise AdapterConfigError(
+                    "prompt_tuning_init TEXT cannot be combined with scpp: the SCPP prompt is "
+                    "composed from codebooks; use RANDOM init or scpp False.",
+                    ("prompt_tuning_init", "scpp"),
                 )
             if self.prompt_tuning_init == "TEXT" and not self.prompt_tuning_init_text:
-                raise ValueError("--text_init needs a non-empty --prompt_tuning_init_text.")
+                raise AdapterConfigError(
+                    "prompt_tuning_init TEXT needs a non-empty prompt_tuning_init_text.",
+                    ("prompt_tuning_init", "prompt_tuning_init_text"),
+                )
         if d is None:
             return
         if d < 1:
@@ -203,7 +219,7 @@ class PromptTuningConfig:
             return
         msg = self.budget_message(problems)
         if self.enforce_budget:
-            raise ValueError(msg + " or drop --enforce_budget.")
+            raise AdapterConfigError(msg + " or set enforce_budget False.", BUDGET_FIELDS)
         warnings.warn(msg + ".", BudgetWarning, stacklevel=3)
 
     def budget_problems(self, d: int) -> dict[str, str]:
@@ -225,7 +241,8 @@ class PromptTuningConfig:
         return (
             f"{self.method_name} adapter exceeds the paper's budget of PT with {self.budget_tokens} tokens: "
             + "; ".join(problems.values())
-            + ". Pick smaller --sub_dim/--codebook_size/--r (see scripts/param_budget.py)"
+            + ". Pick smaller sub_dim_scpp/codebook_size_scpp, sub_dim_scap/codebook_size_scap or r "
+            "(see scripts/param_budget.py)"
         )
 
     # ---- serialisation --------------------------------------------------------------------------

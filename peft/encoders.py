@@ -43,7 +43,7 @@ class DensePrompt(nn.Module):
         m = self.embedding.shape[0]
         ids = list(token_ids)
         if not ids:
-            raise ValueError("--prompt_tuning_init_text tokenised to zero ids.")
+            raise ValueError("prompt_tuning_init_text tokenised to zero ids.")
         ids = (ids * math.ceil(m / len(ids)))[:m]
         index = torch.tensor(ids, dtype=torch.long, device=word_embeddings.device)
         with torch.no_grad():
@@ -118,13 +118,36 @@ class PromptAdapter(nn.Module):
 
     def compose(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(prompt (m, d), added (L, d) or None), float32; the materialised copy when one is active."""
+        return self.composed_prompt(), self._composed_update()
+
+    def composed_prompt(self) -> torch.Tensor:
+        """The (m, d) prompt, float32; the materialised copy when one is active."""
+        return self._materialized()[0] if self._cache is not None else self.prompt()
+
+    def _composed_update(self) -> torch.Tensor | None:
         if self._cache is not None:
-            if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()) and self.training:
-                raise RuntimeError(
-                    "materialized() is for inference: gradients cannot reach the adapter through it."
-                )
-            return self._cache
-        return self.prompt(), (self.added() if self.added is not None else None)
+            return self._materialized()[1]
+        return self.added() if self.added is not None else None
+
+    def _materialized(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()) and self.training:
+            raise RuntimeError(
+                "materialized() is for inference: gradients cannot reach the adapter through it."
+            )
+        return self._cache
+
+    def add_update(self, inputs_embeds: torch.Tensor, from_end: bool) -> torch.Tensor:
+        """The (B, n, d) input embeddings plus the added update (unchanged without one).
+
+        A position-wise update adds its rows [:n], or its last n rows [L - n:] when ``from_end`` (a
+        left-padded decoder-only batch ends where the update ends). The update is composed once per call.
+        """
+        added = self._composed_update()
+        if added is None:
+            return inputs_embeds
+        n = inputs_embeds.shape[1]
+        rows = added[added.shape[0] - n :] if from_end else added[:n]
+        return inputs_embeds + rows.to(inputs_embeds.dtype)
 
     def set_materialized(self, on: bool) -> None:
         """Compose once (no grad) and reuse it, or drop the cached copy."""

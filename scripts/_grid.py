@@ -24,6 +24,7 @@ from peft.budget import (
     largest_rank,
     paper_budget,
 )
+from peft.config import PromptTuningConfig
 
 PAPER_SCPP = {
     (32, 20): "ACCEPT T5-base 74.9K (run_qnli_pq_prompt.sh)",
@@ -127,16 +128,16 @@ def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET
     dept = {"peft_type": "PROMPT_TUNING_LORA", "num_virtual_tokens": m, "r": rank}
     codebook = {side: {side: True, f"sub_dim_{side}": pair[0], f"codebook_size_{side}": pair[1]}
                 for side, pair in pairs.items() if pair is not None}  # fmt: skip
-    specs = [("PT", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"m={pt_tokens}"),
-             ("DePT", dept, f"m={m}, r={rank}")]  # fmt: skip
+    specs = [({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"m={pt_tokens}"),
+             (dept, f"m={m}, r={rank}")]  # fmt: skip
     if "scpp" in codebook:
-        specs.append(("ACCEPT-SCPP", {**dept, **codebook["scpp"]}, f"SCPP {pairs['scpp']}, r={rank}"))
+        specs.append(({**dept, **codebook["scpp"]}, f"SCPP {pairs['scpp']}, r={rank}"))
     if "scap" in codebook:
-        specs.append(("ACCEPT-SCAP", {**dept, **codebook["scap"]}, f"m={m} dense, SCAP {pairs['scap']}"))
+        specs.append(({**dept, **codebook["scap"]}, f"m={m} dense, SCAP {pairs['scap']}"))
     if len(codebook) == 2:
-        both = {**dept, **codebook["scpp"], **codebook["scap"]}
-        specs.append(("ACCEPT", both, f"SCPP {pairs['scpp']} + SCAP {pairs['scap']}"))
-    return [GridMethod(name, config, _count(config, dim, max_length), shape) for name, config, shape in specs]
+        specs.append(({**dept, **codebook["scpp"], **codebook["scap"]}, f"SCPP {pairs['scpp']} + SCAP {pairs['scap']}"))
+    return [GridMethod(PromptTuningConfig(**config).method_name, config, _count(config, dim, max_length), shape)
+            for config, shape in specs]  # fmt: skip
 
 
 def _count(config: dict[str, Any], dim: int, max_length: int) -> ParamCount:

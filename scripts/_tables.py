@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peft.config import METHOD_NAMES
 from scripts._runs import GroupKey, GroupResult, Run, format_setting, loss_history, mean_std, read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ means of these per-task numbers.
 
 METRIC_SHORT = {"f1": "F1", "em": "EM", "accuracy": "Acc", "pearson": "Pearson", "matthews_correlation": "MCC"}
 
-METHOD_ORDER = ("full-finetuning", "head-only", "PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
+METHOD_ORDER = ("full-finetuning", "head-only", *METHOD_NAMES)
 
 FEW_SHOT_KS = (4, 16, 32)
 
