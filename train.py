@@ -33,6 +33,7 @@ from training.distributed import close_process_group
 from training.evaluation import SplitReferences, TaskMetrics
 from training.failures import describe_failure, record_traceback
 from training.identity import write_identity
+from training.interrupts import interrupts_kept
 from training.logs import (
     CONSOLE,
     LOG_ONLY,
@@ -58,9 +59,12 @@ from training.planner.schema import check_flags
 from training.run_dir import (
     OutputDirBusy,
     OutputDirLock,
+    OutputDirReadOnly,
     RunDirError,
     is_finished,
-    move_previous_run_aside,
+    prepare_output_dir,
+    refuse_nested_runs,
+    relative_to_run,
     training_finished,
 )
 from training.sources import check_sources
@@ -335,14 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         restore_logging()
 
 
-def input_paths(model_args: ModelArguments, data_args: DataTrainingArguments) -> dict[str, str | None]:
-    """The local files and folders a run reads (flag -> path), which --overwrite_output_dir must not move."""
+def input_paths(
+    model_args: ModelArguments, data_args: DataTrainingArguments, resume_from: str | None = None
+) -> dict[str, str | None]:
+    """The local files and folders a run reads (flag -> path), which moving a run's files aside must not move."""
     paths = {
         f"--{name}": getattr(model_args, name)
         for name in ("model_name_or_path", "tokenizer_name", "peft_model_id", "pretrain_scpp_ckpt",
                      "pretrain_scap_ckpt", "cache_dir")
     }  # fmt: skip
-    return {**paths, "--data_dir": data_args.data_dir}
+    return {**paths, "--data_dir": data_args.data_dir, "--resume_from_checkpoint": resume_from}
 
 
 def _main(argv: list[str] | None) -> int:
@@ -354,19 +360,27 @@ def _main(argv: list[str] | None) -> int:
             output_dir = Path(training_args.output_dir)
             if training_args.process_index == 0:
                 lock = OutputDirLock(output_dir)
-                if output_dir.exists():
-                    lock.acquire()  # first of all: a running run's folder is reported as such
+                try:
+                    lock.acquire()  # before any look at the folder: nothing checked below can change meanwhile
+                except OutputDirReadOnly:  # an archived finished run is still "nothing to do"
+                    if training_args.overwrite_output_dir or not is_finished(output_dir):
+                        raise
             check_sources(model_args, data_args)
             with library_budget_warnings_off():
                 plan = plan_run(model_args, data_args, training_args)  # compares a recorded run's identity
             if is_finished(output_dir) and not training_args.overwrite_output_dir:
                 return report_finished(output_dir)
+            refuse_nested_runs(output_dir)
             warn_budget(plan.peft_config, plan.token_dim, model_args)
-            raw_splits = load_data(data_args, training_args, plan)
+            with interrupts_kept():
+                raw_splits = load_data(data_args, training_args, plan)
             if lock is not None:
-                lock.acquire()
-                if training_args.overwrite_output_dir:
-                    move_previous_run_aside(output_dir, input_paths(model_args, data_args))
+                prepare_output_dir(
+                    output_dir,
+                    overwrite=training_args.overwrite_output_dir,
+                    starts_training=training_args.do_train and plan.resume_from_checkpoint is None,
+                    inputs=input_paths(model_args, data_args, plan.resume_from_checkpoint),
+                )
         except (ConfigError, RunDirError) as exc:
             logger.error("%s", " ".join(str(exc).split()))  # one line, also for a library's multi-line message
             return EXIT_BUSY if isinstance(exc, OutputDirBusy) else 2
@@ -450,16 +464,17 @@ def run(
         trust_remote_code=model_args.trust_remote_code,
     )
     target_length = max_target_length(plan.task.name, tokenizer, training_args.generation_max_length)
-    tokenized = tokenize_splits(
-        raw_splits,
-        tokenizer,
-        plan.family,
-        data_args.max_seq_length,
-        target_length,
-        pad_to_max_length=data_args.pad_to_max_length,
-        num_proc=data_args.preprocessing_num_workers,
-        overwrite_cache=data_args.overwrite_cache,
-    )
+    with interrupts_kept():  # the datasets library swallows a Ctrl-C while it fingerprints the map
+        tokenized = tokenize_splits(
+            raw_splits,
+            tokenizer,
+            plan.family,
+            data_args.max_seq_length,
+            target_length,
+            pad_to_max_length=data_args.pad_to_max_length,
+            num_proc=data_args.preprocessing_num_workers,
+            overwrite_cache=data_args.overwrite_cache,
+        )
 
     set_seed(training_args.seed)  # before the adapter init, which draws from the global RNG
     with library_budget_warnings_off():  # reported once, by warn_budget in main()
@@ -480,7 +495,7 @@ def run(
                 "added_embedding_lr": training_args.added_embedding_lr,
                 "trainable_params": trainable,
                 "metric_for_best_model": plan.task.metric_for_best_model,
-                "resumed_from": plan.resume_from_checkpoint,
+                "resumed_from": relative_to_run(plan.resume_from_checkpoint, output_dir),
                 "resume_changed_flags": plan.resume_changes,
             },
             model_args=model_args,
@@ -555,11 +570,11 @@ def run(
         # total_flos is a Trainer counter, not a result (transformers' own printing callbacks drop it too).
         train_metrics = {k: v for k, v in result.metrics.items() if k != "total_flos"}
         train_metrics["train_samples"] = len(tokenized["train"])
+        trainer.save_state()  # before train_results.json, which marks training as finished
         if trainer.is_world_process_zero():
             save_split_metrics(output_dir, "train", train_metrics)
             label = f"trained {trainer.state.global_step} steps in {train_metrics.get('train_runtime', 0):.0f} s"
             say("%s", metrics_line(label, train_metrics, "train"))
-        trainer.save_state()
 
     for split, prefix, enabled in (
         ("validation", "eval", training_args.do_eval),

@@ -20,10 +20,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from training.run_dir import RUN_MARKERS  # a folder holding one is a run (sub-folders not searched)
+
 logger = logging.getLogger(__name__)
 
-RUN_MARKERS = ("run_config.json", "all_results.json", "output.log")
-"""A directory holding any of these files is a run directory (its sub-folders are not searched)."""
 
 IGNORED_LEAVES = frozenset(
     {"seed", "output_dir", "logging_dir", "run_name", "overwrite_output_dir", "resume_from_checkpoint",

@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 
 import train
 from train import main
+from training.manifest import write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,7 @@ RESUME_FLAGS = ("--max_steps", "6", "--save_strategy", "steps", "--save_steps", 
 CHECKPOINT_FILES = {
     "adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth",
     "trainer_state.json", "training_args.bin", "tokenizer.json", "tokenizer_config.json", "resume_record.json",
+    "checkpoint_manifest.json",
 }  # fmt: skip
 
 
@@ -86,6 +88,7 @@ def test_killed_and_resumed_run_equals_the_straight_run(small_t5_dir, rte_data, 
     for name in ("all_results.json", "train_results.json"):  # else the finished run is not redone
         (no_rng / name).unlink()
     (no_rng / "checkpoint-3" / "rng_state.pth").unlink()
+    write_manifest(no_rng / "checkpoint-3")  # a checkpoint saved without RNG state, complete otherwise
     assert main(train_argv(small_t5_dir, rte_data, no_rng, *RESUME_FLAGS)) == 0
     assert losses(no_rng)[3] == losses(straight)[3]
     assert losses(no_rng)[4] != losses(straight)[4]
@@ -150,6 +153,58 @@ def test_save_total_limit_keeps_the_best_checkpoint(small_t5_dir, rte_data, tmp_
     best = load_file(out / "checkpoint-1" / "adapter_model.safetensors")
     final = load_file(out / "adapter_model.safetensors")
     assert all(torch.equal(best[k], final[k]) for k in best)
+
+
+def test_a_run_killed_after_its_last_checkpoint_trains_no_further_step(
+    small_t5_dir, rte_data, tmp_path, monkeypatch
+):
+    """The Trainer checks --max_steps only after a step: resumed from the final checkpoint inside an epoch
+    (6 steps, 4 per epoch) it trained one step more (global_step 7 of 6) and ended with another adapter
+    than the uninterrupted run."""
+    flags = ("--max_steps", "6", "--save_steps", "3")
+    straight = tmp_path / "straight"
+    assert main(train_argv(small_t5_dir, rte_data, straight, *flags)) == 0
+    resumed = tmp_path / "resumed"
+    argv = train_argv(small_t5_dir, rte_data, resumed, *flags)
+    run_killed_after_checkpoint(monkeypatch, 6, argv)
+    assert main(argv) == 0
+    assert read_json(resumed / "trainer_state.json")["global_step"] == 6
+    assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    final_a = load_file(straight / "adapter_model.safetensors")
+    final_b = load_file(resumed / "adapter_model.safetensors")
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    expected = read_json(straight / "train_results.json")["train_loss"]
+    assert read_json(resumed / "train_results.json")["train_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_moved_run_ends_with_its_best_checkpoint(small_t5_dir, rte_data, tmp_path, monkeypatch):
+    """--load_best_model_at_end, killed after its last checkpoint, the folder moved (mv run run2): the
+    resume used to end with the last checkpoint's adapter, the best one being recorded by absolute path."""
+
+    class RankedTrainer(train.PromptTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(RankEvaluations())
+
+    monkeypatch.setattr(train, "PromptTrainer", RankedTrainer)
+    flags = (
+        "--max_steps", "3", "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps",
+        "--save_steps", "1", "--load_best_model_at_end", "--max_eval_samples", "4",
+    )  # fmt: skip
+    run_killed_after_checkpoint(monkeypatch, 3, train_argv(small_t5_dir, rte_data, tmp_path / "run", *flags))
+    assert read_json(tmp_path / "run" / "checkpoint-3" / "trainer_state.json")["best_model_checkpoint"] == (
+        "checkpoint-1"
+    )  # recorded relative to the run folder
+    moved = tmp_path / "run2"
+    (tmp_path / "run").rename(moved)
+    assert main(train_argv(small_t5_dir, rte_data, moved, *flags)) == 0
+    assert read_json(moved / "run_config.json")["resumed_from"] == "checkpoint-3"
+    final = load_file(moved / "adapter_model.safetensors")
+    best = load_file(moved / "checkpoint-1" / "adapter_model.safetensors")
+    last = load_file(moved / "checkpoint-3" / "adapter_model.safetensors")
+    assert all(torch.equal(best[k], final[k]) for k in best)
+    assert not all(torch.equal(last[k], final[k]) for k in last)  # the check can fail
+    assert read_json(moved / "trainer_state.json")["best_model_checkpoint"] == "checkpoint-1"
 
 
 def test_explicit_checkpoint_path_resumes(small_t5_dir, rte_data, tmp_path, monkeypatch):

@@ -26,7 +26,8 @@ from test_reliability_support import (
 
 import train
 from train import main
-from training.run_dir import LOCK_NAME, checkpoint_problem
+from training.manifest import MANIFEST_NAME
+from training.run_dir import LOCK_NAME, checkpoint_problem, last_complete_checkpoint
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +59,13 @@ def test_rerun_of_a_finished_run_leaves_every_file_byte_identical(small_t5_dir, 
 def test_a_kill_during_the_final_evaluation_keeps_the_train_metrics(
     small_t5_dir, rte_data, tmp_path, monkeypatch
 ):
-    """Finding 1, second half: killed while evaluating, the rerun evaluates the trained adapter only."""
+    """Finding 1, second half: killed while evaluating, the rerun evaluates the trained adapter only, and
+    writes what the uninterrupted run writes (it used to write epoch 0 and *_model_preparation_time)."""
+    flags = ("--max_steps", "2", "--save_steps", "2", "--do_eval", "--do_predict")
+    straight = tmp_path / "straight"
+    assert main(train_argv(small_t5_dir, rte_data, straight, *flags)) == 0
     out = tmp_path / "run"
-    argv = train_argv(small_t5_dir, rte_data, out, "--max_steps", "2", "--save_steps", "2", "--do_predict")
+    argv = train_argv(small_t5_dir, rte_data, out, *flags)
 
     def killed_predict(self, *args, **kwargs):
         raise Killed("killed during the final evaluation")
@@ -77,7 +82,10 @@ def test_a_kill_during_the_final_evaluation_keeps_the_train_metrics(
     assert (out / "adapter_model.safetensors").read_bytes() == adapter
     results = read_json(out / "all_results.json")
     assert results["train_loss"] == json.loads(train_results)["train_loss"] > 0
-    assert "test_accuracy" in results
+    expected = read_json(straight / "all_results.json")
+    assert results.keys() == expected.keys() and results["epoch"] == expected["epoch"] == 0.5
+    for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):
+        assert results[key] == expected[key], key
     assert read_json(out / "trainer_state.json")["global_step"] == 2
 
 
@@ -99,16 +107,24 @@ def test_overwrite_output_dir_moves_the_previous_run_aside(small_t5_dir, rte_dat
     assert adapter_b == (out / "checkpoint-2" / "adapter_model.safetensors").read_bytes()
     assert main(run_b) == 0  # B's command again: B is finished, A's checkpoint-4 is out of reach
     assert (out / "adapter_model.safetensors").read_bytes() == adapter_b
+    kept_a = snapshot(previous)
+    assert main([*run_b, "--overwrite_output_dir"]) == 0  # a second overwrite keeps both earlier runs
+    assert snapshot(previous) == kept_a
+    assert (tmp_path / ".run.previous.2" / "adapter_model.safetensors").read_bytes() == adapter_b
 
 
-def test_overwrite_refuses_to_move_the_runs_own_inputs_aside(small_t5_dir, rte_data, tmp_path):
-    """A model (or data) kept inside --output_dir was moved into .<name>.previous before it loaded (then
-    a traceback), and the next overwrite would have deleted it."""
+def test_overwrite_moves_neither_the_runs_inputs_nor_other_files(small_t5_dir, rte_data, tmp_path):
+    """A model kept inside --output_dir is not a run's file: it stays and loads. An input inside a run's file
+    (a checkpoint of the run being replaced) is refused, before anything moves."""
     out = tmp_path / "runs"
     model = out / "model"
     shutil.copytree(small_t5_dir, model)
-    assert main([*train_argv(model, rte_data, out, "--max_steps", "2"), "--overwrite_output_dir"]) == 2
+    argv = train_argv(model, rte_data, out, "--max_steps", "2", "--save_steps", "2")
+    assert main([*argv, "--overwrite_output_dir"]) == 0
     assert (model / "config.json").is_file() and not (tmp_path / ".runs.previous").exists()
+    adapter = out / "checkpoint-2"
+    assert main([*argv, "--overwrite_output_dir", "--peft_model_id", str(adapter)]) == 2
+    assert (adapter / "adapter_model.safetensors").is_file() and not (tmp_path / ".runs.previous").exists()
 
 
 @pytest.mark.parametrize("name", ["a_file", "a_file/sub"])
@@ -145,7 +161,7 @@ def test_a_kill_inside_a_checkpoint_save_falls_back_to_the_last_complete_one(
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env)
     assert done.returncode == -9, done.stderr[-2000:]
-    assert checkpoint_problem(out / "checkpoint-4") == "trainer_state.json is missing"
+    assert checkpoint_problem(out / "checkpoint-4").startswith("it has no checkpoint_manifest.json")
     assert checkpoint_problem(out / "checkpoint-2") is None
     assert main(argv) == 0
     assert "skipping the incomplete checkpoint" in caplog.text and "checkpoint-4" in caplog.text
@@ -153,20 +169,47 @@ def test_a_kill_inside_a_checkpoint_save_falls_back_to_the_last_complete_one(
     assert read_json(out / "trainer_state.json")["global_step"] == 6
 
 
-def test_a_truncated_checkpoint_file_is_incomplete(small_t5_dir, rte_data, tmp_path):
+def test_a_checkpoint_is_complete_only_when_its_manifest_matches_every_file(small_t5_dir, rte_data, tmp_path):
+    """Every file of a checkpoint, removed, cut short or with one byte changed, makes it incomplete."""
     out = tmp_path / "run"
     assert main(train_argv(small_t5_dir, rte_data, out, "--max_steps", "2", "--save_steps", "1")) == 0
-    for name, problem in (
-        ("optimizer.pt", "optimizer.pt is truncated"),
-        ("adapter_model.safetensors", "adapter_model.safetensors is not a complete safetensors file"),
-        ("trainer_state.json", "trainer_state.json is not complete JSON"),
-    ):
-        path = out / "checkpoint-2" / name
+    ckpt = out / "checkpoint-2"
+    manifest = read_json(ckpt / MANIFEST_NAME)["files"]
+    assert set(manifest) == {p.name for p in ckpt.iterdir()} - {MANIFEST_NAME}
+    assert checkpoint_problem(ckpt) is None
+    for name in manifest:
+        path = ckpt / name
         data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-        assert checkpoint_problem(out / "checkpoint-2").startswith(problem)
-        path.write_bytes(data)
-        assert checkpoint_problem(out / "checkpoint-2") is None
+        flipped = bytes([data[-1] ^ 1])
+        for damaged, problem in (
+            (None, f"{name} is missing"),
+            (data[: len(data) // 2], f"{name} has {len(data) // 2} bytes"),
+            (data[:-1] + flipped, f"{name} differs from its sha256"),
+        ):
+            if damaged is None:
+                path.unlink()
+            else:
+                path.write_bytes(damaged)
+            assert checkpoint_problem(ckpt).startswith(problem), (name, checkpoint_problem(ckpt))
+            path.write_bytes(data)
+            assert checkpoint_problem(ckpt) is None
+    (ckpt / MANIFEST_NAME).unlink()  # a save cut off before its manifest, or an older version's checkpoint
+    assert "no checkpoint_manifest.json" in checkpoint_problem(ckpt)
+    assert last_complete_checkpoint(out).endswith("checkpoint-1")
+
+
+def test_resume_skips_a_checkpoint_that_lost_its_optimizer(small_t5_dir, rte_data, tmp_path, monkeypatch, caplog):
+    """Was resumed with a fresh optimizer, silently: now the newest complete checkpoint is used and the
+    skipped one is named with its reason on one line."""
+    out = tmp_path / "run"
+    flags = ("--max_steps", "6", "--save_steps", "2")
+    run_killed_after_checkpoint(monkeypatch, 4, train_argv(small_t5_dir, rte_data, out, *flags))
+    (out / "checkpoint-4" / "optimizer.pt").unlink()
+    assert main(train_argv(small_t5_dir, rte_data, out, *flags)) == 0
+    skipped = [r.getMessage() for r in caplog.records if "skipping the incomplete checkpoint" in r.getMessage()]
+    assert len(skipped) == 1 and "checkpoint-4: optimizer.pt is missing" in skipped[0], skipped
+    assert read_json(out / "run_config.json")["resumed_from"] == "checkpoint-2"  # relative to the run folder
+    assert read_json(out / "trainer_state.json")["global_step"] == 6
 
 
 def test_resume_with_another_learning_rate_fails_or_applies_it(small_t5_dir, rte_data, tmp_path, capsys, monkeypatch):

@@ -105,10 +105,13 @@ def test_bad_input_fails_fast_naming_the_flag(case, tiny_t5_dir, rte_data, tmp_p
     assert not out.exists()
 
 
-def test_non_empty_output_dir_without_checkpoint(tiny_t5_dir, rte_data, tmp_path, capsys):
+def test_an_output_dir_with_results_but_no_checkpoint_is_refused(tiny_t5_dir, rte_data, tmp_path, capsys):
+    """Results of another run without a checkpoint to resume: refused (files that are not a run's, such as
+    a shell's redirect target, do not count: tests/test_reliability_output_dir.py)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "something.txt").write_text("x")
+    (out / "eval_results.json").write_text('{"eval_accuracy": 50.0}')
     argv = ["--model_name_or_path", str(tiny_t5_dir), "--task_name", "rte", "--data_dir", str(rte_data),
             "--output_dir", str(out), "--do_train", "--max_steps", "1"]  # fmt: skip
     assert main(argv) == 2

@@ -164,9 +164,8 @@ def use_console_progress(trainer: Any) -> ConsoleProgress:
 
 def interrupted_message(output_dir: str | Path, overwrite_output_dir: bool) -> str:
     """The line printed on Ctrl-C: where the last checkpoint is and how to resume from it."""
-    last = last_complete_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    last = last_complete_checkpoint(output_dir, warn=False)
     if last is None:
-        how = "the same command" if overwrite_output_dir else "the same command with --overwrite_output_dir"
-        return f"interrupted: no checkpoint was saved yet in {output_dir}; rerun {how} to start again."
+        return f"interrupted: no checkpoint was saved yet in {output_dir}; rerun the same command to start again."
     how = "the same command without --overwrite_output_dir" if overwrite_output_dir else "the same command"
     return f"interrupted: the last checkpoint is {last}; rerun {how} to resume from it."

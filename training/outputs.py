@@ -25,7 +25,8 @@ RESULT_SPLITS = ("train", "eval", "test")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file and ``os.replace`` (atomic on POSIX and Windows)."""
+    """Write ``text`` to ``path`` via a temp file, fsync and ``os.replace`` (atomic on POSIX and Windows):
+    a kill, a full disk (ENOSPC) or a file-size limit (EFBIG) mid-write leaves the previous file or none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -39,6 +40,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a folder, nor needs to)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

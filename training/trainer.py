@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import SequentialSampler
-from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers import Seq2SeqTrainer, TrainerCallback, TrainerState
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -29,9 +29,11 @@ from peft.io import load_tensors_into, read_adapter_tensors
 from peft.model import divide_loss_by_accumulation
 from training.evaluation import SplitMetrics
 from training.head_only import mark_trained_only, trained_state_dict
+from training.manifest import MANIFEST_NAME, write_manifest
 from training.optim import build_linear_schedule, build_optimizer
 from training.outputs import atomic_write_text
 from training.resume_record import read_record, write_record
+from training.run_dir import TRAINER_STATE, relative_to_run, resolve_in_run
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,39 @@ class LogHistoryCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if state.is_world_process_zero and logs:
             logger.info("step %d: %s", state.global_step, logs)
+
+
+def state_json(state: TrainerState, run_dir: str | os.PathLike) -> str:
+    """``trainer_state.json`` text (the Trainer's layout) with the best checkpoint relative to ``run_dir``."""
+    data = dataclasses.asdict(state)
+    data["best_model_checkpoint"] = relative_to_run(state.best_model_checkpoint, run_dir)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def best_checkpoint_in(state: TrainerState, run_dir: str | os.PathLike) -> str | None:
+    """The best checkpoint of ``state`` in the run's current folder ``run_dir``, or None when it is gone.
+
+    Found by its step (``best_global_step``), as the Trainer itself does when saving, so a state written
+    by an older version (an absolute path into the folder's old place) is found too.
+    """
+    candidates = [resolve_in_run(state.best_model_checkpoint, run_dir)]
+    if state.best_global_step:
+        candidates.append(str(Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.best_global_step}"))
+    found = next((c for c in candidates if c is not None and Path(c).is_dir()), None)
+    if found is None and state.best_model_checkpoint is not None:
+        logger.warning("the best checkpoint %s is no longer in %s", state.best_model_checkpoint, run_dir)
+    return found
+
+
+class _DropMessagesNaming(logging.Filter):
+    """Drops log records that mention ``text`` (None drops nothing)."""
+
+    def __init__(self, text: str | None) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text is None or self.text not in record.getMessage()
 
 
 class PromptTrainer(Seq2SeqTrainer):
@@ -133,6 +168,14 @@ class PromptTrainer(Seq2SeqTrainer):
             return output
         loss = (self._loss_sum_before_resume + self._total_loss_scalar) / max(self.state.global_step, 1)
         return output._replace(training_loss=loss, metrics=dict(output.metrics, train_loss=loss))
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
+        """The Trainer's epoch, not entered once ``--max_steps`` is reached: the Trainer checks it only after
+        a step, so a resume from the final checkpoint of a run killed mid-epoch trained one step too many."""
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
@@ -228,7 +271,10 @@ class PromptTrainer(Seq2SeqTrainer):
             output = self.predict(dataset, metric_key_prefix=metric_key_prefix)
         finally:
             self.compute_metrics = periodic
-        return output.metrics, scorer.decode(output.predictions, output.label_ids)
+        # The Trainer times wrapping the model on its first use, which a run that trained did before: not a
+        # result (an evaluation redone after a kill would report a key the uninterrupted run does not).
+        metrics = {k: v for k, v in output.metrics.items() if k != f"{metric_key_prefix}_model_preparation_time"}
+        return metrics, scorer.decode(output.predictions, output.label_ids)
 
     def _pad_to(self, tensor: torch.Tensor, length: int) -> torch.Tensor:
         pad_id = self.processing_class.pad_token_id
@@ -240,19 +286,56 @@ class PromptTrainer(Seq2SeqTrainer):
         padded[:, : tensor.shape[1]] = tensor
         return padded
 
-    # ---- checkpoints --------------------------------------------------------------------------
+    # ---- checkpoints ----------------------------------------------------------------------------
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """The Trainer's checkpoint, preceded by ``resume_record.json`` (identity, loss sum so far)."""
+        """The Trainer's checkpoint with ``resume_record.json`` (identity, loss sum so far), a
+        ``trainer_state.json`` whose paths are relative to the run folder, and ``checkpoint_manifest.json``
+        written last: without it (a save cut off) the checkpoint is never resumed."""
+        run_dir = self._get_output_dir(trial=trial)
+        folder = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            (folder / MANIFEST_NAME).unlink(missing_ok=True)  # a save over an older one: invalid until done
         if self.identity is not None:
             pending = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
             loss_sum = self._loss_sum_before_resume + self._total_loss_scalar + pending
             if self.args.should_save:
-                folder = (
-                    Path(self._get_output_dir(trial=trial))
-                    / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-                )
                 write_record(folder, self.identity, loss_sum, self.state.global_step)
         super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state (DDP)
+        if self.args.should_save:
+            atomic_write_text(folder / TRAINER_STATE, state_json(self.state, run_dir))
+            write_manifest(folder)
+
+    def _init_training_state(
+        self,
+        max_steps: int,
+        num_update_steps_per_epoch: int,
+        num_train_epochs: int,
+        resume_from_checkpoint: str | None,
+        trial: Any,
+    ) -> tuple[int, int]:
+        """The Trainer's state restore, with the best checkpoint found in the run's *current* folder.
+
+        ``trainer_state.json`` records it relative to the run folder (the folder may have been moved since);
+        the Trainer would look for it relative to the working directory and drop it with a warning.
+        """
+        recorded = None
+        if resume_from_checkpoint is not None and (Path(resume_from_checkpoint) / TRAINER_STATE).is_file():
+            recorded = json.loads((Path(resume_from_checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))
+            recorded = recorded.get("best_model_checkpoint")
+        trainer_logger = logging.getLogger("transformers.trainer")
+        drop = _DropMessagesNaming(recorded)
+        trainer_logger.addFilter(drop)
+        try:
+            result = super()._init_training_state(
+                max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+            )
+        finally:
+            trainer_logger.removeFilter(drop)
+        if recorded is not None:
+            self.state.best_model_checkpoint = recorded
+            self.state.best_model_checkpoint = best_checkpoint_in(self.state, self._get_output_dir(trial=trial))
+        return result
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Adapter runs read only ``adapter_model.safetensors`` of the checkpoint (the Trainer would prefer a
@@ -267,8 +350,13 @@ class PromptTrainer(Seq2SeqTrainer):
         load_tensors_into(tensors, state, str(resume_from_checkpoint), required=tuple(tensors))
 
     def load_trained_weights(self, folder: str | os.PathLike) -> None:
-        """Load the final weights a finished training wrote to ``folder`` (adapter, or the baseline model)."""
+        """Load the final weights and Trainer state a finished training wrote to ``folder`` (adapter, or the
+        baseline model), so that a redone evaluation reports what the uninterrupted run did (epoch, step)."""
         self._load_from_checkpoint(str(folder))
+        state = Path(folder) / TRAINER_STATE
+        if state.is_file():
+            self.state = TrainerState.load_from_json(str(state))
+            self.state.best_model_checkpoint = best_checkpoint_in(self.state, folder)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         """Restore optimizer and schedule (``weights_only=True``), then apply this run's learning rates.
@@ -329,5 +417,6 @@ class PromptTrainer(Seq2SeqTrainer):
         """``trainer_state.json`` in ``--output_dir``, written atomically (rank 0 only)."""
         if not self.is_world_process_zero():
             return
-        text = json.dumps(dataclasses.asdict(self.state), indent=2, sort_keys=True) + "\n"
-        atomic_write_text(os.path.join(self.args.output_dir, "trainer_state.json"), text)
+        atomic_write_text(
+            Path(self.args.output_dir) / TRAINER_STATE, state_json(self.state, self.args.output_dir)
+        )

@@ -11,9 +11,9 @@ from training.planner.errors import ConfigError
 from training.resume_record import check_resume_point
 from training.run_dir import (
     RunDirError,
+    has_results,
     is_finished,
     last_complete_checkpoint,
-    run_entries,
     training_finished,
 )
 
@@ -51,13 +51,13 @@ def resolve_output_dir(training_args: Any) -> str | None:
         logger.info("resuming from %s (pass --overwrite_output_dir to start from scratch)", last)
         return last
     if str(explicit).lower() == "true":
-        raise ConfigError(f"--resume_from_checkpoint True: no checkpoint-* folder in --output_dir {out}.")
-    if run_entries(out) and not training_finished(out):
+        raise ConfigError(f"--resume_from_checkpoint True: no complete checkpoint-* folder in --output_dir {out}.")
+    if has_results(out) and not training_finished(out):
         raise ConfigError(
-            f"--output_dir {out} is not empty and holds no checkpoint to resume; pass --overwrite_output_dir "
-            "or choose another directory."
+            f"--output_dir {out} holds results of a run but no complete checkpoint to resume; pass "
+            "--overwrite_output_dir (the run's files are moved aside, not deleted) or choose another directory."
         )
-    return None
+    return None  # a fresh start; a run stopped before its first checkpoint is moved aside (train.py)
 
 
 def check_same_run(
