@@ -196,7 +196,7 @@ class SlurmOptions:
     def parameters(self, name: str) -> dict:
         params = {"job_name": name, "time": self.time_min, "gpus_per_task": self.gpus_per_task or None,
                   "ntasks_per_node": 1, "additional_parameters": {"requeue": True, **self.extra}}  # fmt: skip
-        optional = {"partition": self.partition, "cpus_per_task": self.cpus_per_task, "mem_gb": self.mem_gb,
+        optional = {"partition": self.partition, "cpus_per_task": self.cpus_per_task, "mem": f"{self.mem_gb:g}GB" if self.mem_gb else None,
                     "setup": list(self.setup) or None, "array_parallelism": self.array_parallelism or None}  # fmt: skip
         return {**params, **{k: v for k, v in optional.items() if v is not None}}
 

@@ -28,9 +28,6 @@ from collections.abc import Mapping  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from peft.family import CAUSAL, SEQ2SEQ  # noqa: E402
-from scripts.benchmark import epoch_mean_batch_length  # noqa: E402
-
 
 @dataclass(frozen=True)
 class Shape:
@@ -134,6 +131,8 @@ def lengths(task: str, table: Table, args: argparse.Namespace, tokenizer, target
         return None
     import datasets
 
+    from peft.family import CAUSAL, SEQ2SEQ  # torch: only for the tables, not for run_hours
+
     family = SEQ2SEQ if table.shape.encoder_layers else CAUSAL
     both = datasets.DatasetDict({"train": best, "validation": best})
     out = tokenize_splits(both, tokenizer, family, table.max_len, target, pad_to_max_length=False)
@@ -142,6 +141,7 @@ def lengths(task: str, table: Table, args: argparse.Namespace, tokenizer, target
 
 def task_cost(table: Table, task: str, args: argparse.Namespace, tokenizer) -> dict:
     """Training and evaluation hours of one run of ``task``, fixed / dynamic / dynamic + grouped."""
+    from scripts.benchmark import epoch_mean_batch_length  # torch: only for the tables, not for run_hours
     steps, m, B = table.tasks[task], args.prompt_length, table.batch
     rate = getattr(args, f"peak_{table.peak_flops}") * 1e12 * args.utilisation
     from data.preprocess import max_target_length

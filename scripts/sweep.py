@@ -79,7 +79,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     s.add_argument("--slurm_setup", action="append", default=[], help="a shell line run before each task (repeat)")
     s.add_argument("--slurm_option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option, e.g. account=myproject (repeat)")  # fmt: skip
-    return p.parse_args(own), fixed
+    args = p.parse_args(own)
+    args.axis_order = [own[i + 1] for i, token in enumerate(own[:-1]) if token in ("--sweep", "--label")]
+    return args, fixed
 
 
 def build_grid(args: argparse.Namespace, fixed: Sequence[str]) -> Grid:
@@ -95,8 +97,7 @@ def build_grid(args: argparse.Namespace, fixed: Sequence[str]) -> Grid:
         if len(items) < 2 or items[0] in axes:
             raise GridError(f"{option} {' '.join(items)}: give a new axis name and at least one value")
         axes[items[0]] = items[1:]
-    order = [items[0] for items in args.sweep + args.label]
-    ordered = {name: axes[name] for name in sorted(axes, key=order.index)}
+    ordered = {name: axes[name] for name in sorted(axes, key=args.axis_order.index)}  # as on the command line
     labels = tuple(items[0] for items in args.label)
     return Grid(args.root, args.name, parse_flags(fixed), ordered, labels, tuple(rule_from_cli(w) for w in args.when))
 
