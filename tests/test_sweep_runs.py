@@ -121,3 +121,19 @@ def test_slurm_job_array_through_a_fake_sbatch(tmp_path, small_t5_dir, rte_data)
         assert line in script.splitlines(), line
     assert (tmp_path / "slurm" / "calls.txt").read_text().count("sbatch ") == 1  # one array, one submission
     assert len(finished_runs(tmp_path / "runs")) == 4
+
+
+def test_two_invocations_at_once_split_the_grid(tmp_path, small_t5_dir, rte_data):
+    grid = tiny_grid(tmp_path / "runs", small_t5_dir, rte_data, methods=("PT", "DePT"))
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(grid), encoding="utf-8")
+    command = [sys.executable, str(REPO / "scripts" / "sweep.py"), "--grid", str(path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    both = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True) for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=900)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    runs = finished_runs(tmp_path / "runs")
+    assert len(runs) == 4
+    for run in runs:
+        assert trained_steps(tmp_path / "runs" / run) == list(range(1, STEPS + 1)), run  # trained once

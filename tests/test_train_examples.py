@@ -81,3 +81,12 @@ def test_glue_dry_run_folders_are_the_grid_of_its_variables(tmp_path):
     assert {folder for folder, _ in runs} == expected
     steps = [int(argv[argv.index("--max_steps") + 1]) for _, argv in runs]
     assert steps == sorted(steps, reverse=True)  # the 300k-step runs start first
+
+
+def test_launch_variables_become_sweep_flags():
+    env = {**os.environ, "LAUNCHER": "slurm", "WORKERS": "8", "PARTITION": "gpu", "TIME_MIN": "600", "MEM_GB": "32"}
+    for unset in ("GPUS_PER_TASK", "CPUS_PER_TASK"):
+        env.pop(unset, None)
+    out = subprocess.run(["bash", "-c", f'source {EXAMPLES / "launch.sh"}; printf "%s\\n" "${{LAUNCH[@]}}"'], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert out == ["--launcher", "slurm", "--workers", "8", "--partition", "gpu", "--time_min", "600", "--mem_gb", "32"]
