@@ -200,7 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dry_run(runs, hours, args.workers))
         return 0
     logger.info("%d runs, longest first: %s launcher, %d worker(s)", len(runs), args.launcher, args.workers)
-    outcomes = [reconcile(o, os.getcwd()) for o in launch(args, grid, runs, hours)]
+    try:
+        outcomes = [reconcile(o, os.getcwd()) for o in launch(args, grid, runs, hours)]
+    except KeyboardInterrupt:
+        where = "the Slurm job array goes on (scancel it to stop it)" if args.launcher == "slurm" else "stopped"
+        logger.warning("interrupted: %s; rerun the same command to continue (finished runs are kept)", where)
+        return 130
     print(summary(outcomes), flush=True)
     return exit_status(outcomes)
 
