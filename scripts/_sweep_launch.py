@@ -19,11 +19,11 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scripts._sweep_run import FAILED, INTERRUPTED, Outcome, TrainProcess, execute, held_by_another
+from scripts._sweep_run import INTERRUPTED, Outcome, TrainProcess, execute
 
 logger = logging.getLogger("sweep")
 REPO = Path(__file__).resolve().parents[1]
@@ -39,25 +39,22 @@ class Task:
     cwd: str
     env: dict[str, str] = field(default_factory=dict)
 
-    def execute(self) -> Outcome:
-        return execute(self.output_dir, self.argv, self.cwd, self.env)
+    def process(self) -> TrainProcess:
+        return TrainProcess(self.argv, self.cwd, self.env)
 
 
 class Worker:
     """Runs its tasks one after another and returns their outcomes; stops after an interrupted run."""
 
-    def __init__(self, tasks: Sequence[Task], report: Callable[[int, Outcome], None] | None = None) -> None:
+    def __init__(self, tasks: Sequence[Task]) -> None:
         self.tasks = list(tasks)
-        self.report = report
 
     def __call__(self) -> list[Outcome]:
         outcomes = []
         for i, task in enumerate(self.tasks):
             logger.info("[%d/%d] %s", i + 1, len(self.tasks), task.output_dir)
-            outcome = task.execute()
+            outcome = execute(task.process(), task.output_dir)
             outcomes.append(outcome)
-            if self.report:
-                self.report(i, outcome)
             if outcome.status == INTERRUPTED:
                 break
         return outcomes
@@ -71,10 +68,8 @@ class RunTask:
         self._process: TrainProcess | None = None
 
     def __call__(self) -> Outcome:
-        if held_by_another(Path(self.task.cwd) / self.task.output_dir):
-            return Outcome(self.task.output_dir, "held", None, "held by another worker", 0.0)
-        self._process = TrainProcess(self.task.argv, self.task.cwd, self.task.env)
-        return self._process.run(self.task.output_dir)
+        self._process = self.task.process()
+        return execute(self._process, self.task.output_dir)
 
     def checkpoint(self):
         """Stop ``train.py`` cleanly and hand submitit the same run to requeue (it resumes on restart)."""
@@ -218,14 +213,3 @@ def launch_slurm(tasks: Sequence[Task], options: SlurmOptions, folder: Path, nam
         except Exception:  # noqa: BLE001 - a task that died is reported, the others go on
             outcomes += job_failure(job, [task])
     return outcomes
-
-
-def summary_counts(outcomes: Sequence[Outcome]) -> Mapping[str, int]:
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    return counts
-
-
-def grid_failed(outcomes: Sequence[Outcome]) -> bool:
-    return any(o.status in (FAILED, NOT_RUN) for o in outcomes)

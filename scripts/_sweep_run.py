@@ -129,8 +129,8 @@ class TrainProcess:
             self.process.wait()
 
 
-def execute(output_dir: str, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> Outcome:
-    """Run one grid run to its end (or skip it when another process holds its folder)."""
-    if held_by_another(Path(cwd) / output_dir):
+def execute(process: TrainProcess, output_dir: str) -> Outcome:
+    """Run one grid run to its end, or skip it when another process holds its folder."""
+    if held_by_another(Path(process.cwd) / output_dir):
         return Outcome(output_dir, HELD, None, "held by another worker", 0.0)
-    return TrainProcess(argv, cwd, env).run(output_dir)
+    return process.run(output_dir)
