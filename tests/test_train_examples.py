@@ -52,7 +52,9 @@ def dry_run(script: str, out_root: Path) -> list[tuple[str, list[str]]]:
     return list(zip(folders, commands, strict=True))
 
 
-@pytest.mark.parametrize("script", sorted(AXES))
+@pytest.mark.parametrize(
+    "script", [pytest.param(s, marks=pytest.mark.slow) if s == "run_tiny.sh" else s for s in sorted(AXES)]
+)  # run_tiny.sh builds its tiny model first
 def test_example_dry_run_lists_the_grid_and_every_command_parses(script, tmp_path):
     names, extra = AXES[script]
     values = variables(EXAMPLES / script)
