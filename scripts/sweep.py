@@ -177,9 +177,11 @@ def launch(args: argparse.Namespace, grid: Grid, runs: Sequence[Run], hours: Seq
                                args.workers if args.workers > 1 else 0, args.max_timeouts, tuple(args.slurm_setup),
                                parse_assignments(args.slurm_option, "--slurm_option"))  # fmt: skip
         return launch_slurm(tasks, options, folder, f"sweep-{Path(grid.root).name}")
+    gpus = visible_gpus(args.gpus)
     if args.workers > 1:
-        return launch_local(tasks, hours, args.workers, visible_gpus(args.gpus), folder)
-    return launch_serial(tasks)
+        return launch_local(tasks, hours, args.workers, gpus, folder)
+    one_gpu = {"CUDA_VISIBLE_DEVICES": gpus[0]} if gpus else {}  # one GPU per run, as with N workers
+    return launch_serial([Task(t.output_dir, t.argv, t.cwd, one_gpu) for t in tasks])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

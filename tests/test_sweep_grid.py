@@ -152,3 +152,16 @@ def test_slurm_task_checkpoint_requeues_the_same_run():
     params = SlurmOptions(partition="p", time_min=60, mem_gb=8, array_parallelism=4).parameters("g")
     assert params["additional_parameters"]["requeue"] is True
     assert (params["partition"], params["time"], params["mem"], params["array_parallelism"]) == ("p", 60, "8GB", 4)
+
+
+def test_serial_runs_use_one_gpu_and_n_workers_one_each(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(sweep, "launch_serial", lambda tasks: seen.setdefault("serial", tasks))
+    monkeypatch.setattr(sweep, "launch_local", lambda tasks, hours, n, gpus, folder: seen.setdefault("local", (n, gpus)))
+    runs = grid_from_json(GRID).runs()
+    args, _ = sweep.parse_args(["--grid", "g.json", "--gpus", "3,5"])
+    sweep.launch(args, grid_from_json(GRID), runs, [1.0] * len(runs))
+    assert {t.env["CUDA_VISIBLE_DEVICES"] for t in seen["serial"]} == {"3"} and len(seen["serial"]) == 8
+    args, _ = sweep.parse_args(["--grid", "g.json", "--gpus", "3,5", "--workers", "2"])
+    sweep.launch(args, grid_from_json(GRID), runs, [1.0] * len(runs))
+    assert seen["local"] == (2, ["3", "5"])
