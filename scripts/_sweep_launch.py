@@ -1,17 +1,17 @@
-"""Launching a grid's runs: here one after another, here N at a time, or as one Slurm job array (submitit).
+"""Launching a grid's runs: one after another, N at a time on this machine, or as one Slurm job array.
 
 Placement is submitit's and Slurm's; this module only hands them the runs, in the order given (longest
 first), and turns every run's end into an ``Outcome`` (``scripts/_sweep_run.py``):
 
-- ``serial``: the runs in this process's order, one ``train.py`` process at a time;
-- ``local``: N submitit ``LocalExecutor`` jobs, each a ``Worker`` with its share of the runs (balanced by
+- serial: the runs in this process, one ``train.py`` process at a time;
+- local: N submitit ``LocalExecutor`` jobs, each a ``Worker`` with its share of the runs (balanced by
   the per-run estimate), one GPU each (``CUDA_VISIBLE_DEVICES``) or, on a CPU machine, cores // N threads;
-- ``slurm``: one submitit ``SlurmExecutor`` job array, one array task (``RunTask``) per run. On
-  pre-emption or time-out Slurm sends SIGUSR2 (``--signal=USR2@<delay>``); submitit calls
-  ``RunTask.checkpoint``, which stops ``train.py`` with SIGINT (it keeps its last complete checkpoint) and
-  returns the same task, which submitit requeues (``scontrol requeue``); the requeued task reruns the same
-  command, and ``train.py`` resumes from the newest complete checkpoint in its ``--output_dir``.
-"""
+- slurm: one submitit ``SlurmExecutor`` job array (``--requeue``), one array task (``RunTask``) per run.
+  Before the time limit Slurm sends SIGUSR2 (``--signal=USR2@90``); submitit calls ``RunTask.checkpoint``,
+  which stops ``train.py`` with SIGINT (it keeps its last complete checkpoint) and returns the same task,
+  which submitit requeues (``scontrol requeue``); the requeued task reruns the same command, and
+  ``train.py`` resumes from the newest complete checkpoint in its ``--output_dir``. A pre-emption that
+  requeues the task itself (``PreemptMode=REQUEUE``) ends in the same resume."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ class Worker:
         self.tasks = list(tasks)
 
     def __call__(self) -> list[Outcome]:
+        logging.basicConfig(level=logging.INFO, format="sweep: %(message)s")  # in a submitit job: its log
         outcomes = []
         for i, task in enumerate(self.tasks):
             logger.info("[%d/%d] %s", i + 1, len(self.tasks), task.output_dir)
