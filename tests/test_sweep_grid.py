@@ -165,3 +165,35 @@ def test_serial_runs_use_one_gpu_and_n_workers_one_each(monkeypatch):
     args, _ = sweep.parse_args(["--grid", "g.json", "--gpus", "3,5", "--workers", "2"])
     sweep.launch(args, grid_from_json(GRID), runs, [1.0] * len(runs))
     assert seen["local"] == (2, ["3", "5"])
+
+
+STUB_TRAIN = """import signal, sys, time
+from pathlib import Path
+started = Path(sys.argv[sys.argv.index("--output_dir") + 1]) / "started"
+if started.exists():  # the requeued task: the run resumes and finishes
+    sys.exit(0)
+started.write_text("")
+signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_slurm_checkpoint_stops_train_py_and_the_requeued_task_finishes_the_run(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    stub = tmp_path / "train_stub.py"
+    stub.write_text(STUB_TRAIN)
+    monkeypatch.setattr("scripts._sweep_run.TRAIN_SCRIPT", stub)
+    task = Task("run", ("--output_dir", "run"), str(tmp_path))
+    running, result = RunTask(task), {}
+    thread = threading.Thread(target=lambda: result.setdefault("first", running()))
+    thread.start()
+    while not (tmp_path / "run" / "started").exists():  # train.py is running (time-out signal arrives now)
+        time.sleep(0.05)
+    requeued = running.checkpoint()  # what submitit's SIGUSR2 handler calls
+    thread.join(timeout=30)
+    assert result["first"].status == INTERRUPTED and result["first"].code == 130
+    assert requeued.function is not running and requeued.function.task == task
+    assert requeued.result().status == FINISHED  # the requeued task reruns the same command
