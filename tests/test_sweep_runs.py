@@ -75,6 +75,9 @@ def test_two_local_workers_train_each_run_once_and_match_serial(tmp_path, small_
         assert trained_steps(tmp_path / "parallel" / run) == list(range(1, STEPS + 1)), run
     assert len(list((tmp_path / "parallel" / ".sweep" / "local").glob("*_result.pkl"))) == 2  # two workers
     assert tables(tmp_path / "parallel") == tables(tmp_path / "serial")
+    status = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep_status.py"), str(tmp_path / "parallel")],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "finished: 6  failed: 0  unfinished: 0  missing: 0" in status  # .sweep/ is not a run
 
 
 def test_a_failed_run_does_not_stop_the_grid(tmp_path, small_t5_dir, rte_data):
