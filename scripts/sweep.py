@@ -132,9 +132,9 @@ def dry_run(runs: Sequence[Run], hours: Sequence[float], workers: int) -> str:
     total = sum(hours)
     lines = [f"{len(runs)} runs, estimated {format_hours(total)} on one GPU each (scripts/cost.py, every row "
              "padded to --max_seq_length: an upper bound)",
-             f"wall-clock: {format_hours(wall_clock(hours, 1))} with 1 worker, "
-             f"{format_hours(wall_clock(hours, workers))} with {workers} worker(s) "
-             f"(longest run {format_hours(max(hours, default=0.0))})", ""]  # fmt: skip
+             f"wall-clock: {format_hours(wall_clock(hours, 1))} with 1 worker"
+             + (f", {format_hours(wall_clock(hours, workers))} with {workers} workers" if workers > 1 else "")
+             + f" (longest run {format_hours(max(hours, default=0.0))})", ""]  # fmt: skip
     for i, (run, h) in enumerate(zip(runs, hours, strict=True), 1):
         lines += [f"[{i}/{len(runs)}] {format_hours(h)}  {run.output_dir}", f"  {run.command()}"]
     return "\n".join(lines)

@@ -84,7 +84,7 @@ def test_dry_run_orders_longest_first_and_estimates_the_wall_clock(capsys):
     assert ordered[0].output_dir == "out/PT/mnli/lr3e-1_st300000"  # ties keep the grid's order
     text = sweep.dry_run(ordered, hours, 4)
     assert text.startswith("8 runs, estimated 239.8 h")
-    assert "wall-clock: 239.8 h with 1 worker, 59.9 h with 4 worker(s)" in text  # each worker: one mnli + one rte
+    assert "wall-clock: 239.8 h with 1 worker, 59.9 h with 4 workers" in text  # each worker: one mnli + one rte
     assert text.count("python train.py ") == 8
 
 
