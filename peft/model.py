@@ -252,6 +252,7 @@ class PeftModel(nn.Module):
         self._check_model(self.base_model, config)
         device = self.base_model.get_input_embeddings().weight.device
         adapter = PromptAdapter(config, _hidden_size(self.base_model)).to(device)
+        adapter.train(self.training)  # the model's mode (ADePT's dropout is off in eval)
         if init_weights:
             self._init_adapter(adapter, config, tokenizer)
         heads = self._head_modules()
@@ -315,6 +316,14 @@ class PeftModel(nn.Module):
         return {
             **self.adapter_module(adapter_name).named_adapter_tensors(),
             **self._head_parameters(adapter_name),
+        }
+
+    def named_saved_tensors(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+        """Key -> tensor of everything ``save_pretrained`` writes for ``adapter_name``: the trained tensors
+        (``named_adapter_tensors``) and frozen ones saved with the adapter (ULPT's random projection)."""
+        return {
+            **self.named_adapter_tensors(adapter_name),
+            **self.adapter_module(adapter_name).named_frozen_tensors(),
         }
 
     def count_trainable_parameters(self) -> ParamCount:
@@ -387,7 +396,7 @@ class PeftModel(nn.Module):
         by_id = {id(p): n for n, p in self.named_parameters()}
         for name in names:
             target = Path(save_directory) if name == "default" else Path(save_directory) / name
-            named = self.named_adapter_tensors(name)
+            named = self.named_saved_tensors(name)
             qualified = {key: by_id[id(p)] for key, p in named.items() if id(p) in by_id}
             self.peft_config[name].save_pretrained(target)
             io.save_tensors(named, target, state_dict, qualified)
@@ -409,7 +418,8 @@ class PeftModel(nn.Module):
         if adapter_name not in self.peft_config:
             self.add_adapter(adapter_name, config, init_weights=False)
             self._set_trainable(adapter_name, is_trainable)
-        io.load_tensors_into(self.named_adapter_tensors(adapter_name), state, str(model_id))
+        named = self.named_saved_tensors(adapter_name)
+        io.load_tensors_into(named, io.with_original_projection(state, named, model_id), str(model_id))
         if is_trainable:
             self._set_trainable(adapter_name, True)
 
@@ -439,7 +449,8 @@ class PeftModel(nn.Module):
         config, state = fold_submodules(config or read_config(model_id), state, str(model_id))
         target = cls if cls.family else _family_of(model, config).wrapper
         wrapped = target(model, config, adapter_name, init_weights=False)
-        io.load_tensors_into(wrapped.named_adapter_tensors(adapter_name), state, str(model_id))
+        named = wrapped.named_saved_tensors(adapter_name)
+        io.load_tensors_into(named, io.with_original_projection(state, named, model_id), str(model_id))
         wrapped._set_trainable(adapter_name, is_trainable)
         return wrapped
 
@@ -455,13 +466,12 @@ class PeftModel(nn.Module):
                 f"--max_seq_length {L} (truncation) or build the adapter with a larger --max_seq_length."
             )
 
-    def _parts(self, adapter_name: str) -> tuple[torch.Tensor | None, torch.Tensor | None, int | None]:
-        """(prompt (m, d), update (L, d), L) of an adapter; (None, None, None) for the bare backbone."""
+    def _parts(self, adapter_name: str) -> tuple[torch.Tensor | None, PromptAdapter | None, int | None]:
+        """(prompt (m, d), the adapter, its update's L) of an adapter; (None, None, None) for the bare backbone."""
         if adapter_name == BASE_ADAPTER or self._adapters_disabled:
             return None, None, None
         module = self.adapter_module(adapter_name)
-        prompt, added = module.compose()
-        return prompt, added, module.max_length
+        return module.compose_prompt(), module, module.max_length
 
     def _prepend(
         self,
@@ -470,33 +480,29 @@ class PeftModel(nn.Module):
         inputs_embeds: torch.Tensor | None,
         adapter_name: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[prompt ; E[x] + added[:n]] and [1_m ; mask]; the adapter is composed once per call.
+        """[prompt ; E[x] + update] and [1_m ; mask]; the adapter is composed once per call.
 
-        The prompt goes before input position ``prompt_position`` (0 = in front of everything).
-        Under ``disable_adapter()`` the inputs pass unchanged (m = 0).
+        The update is the adapter's ``add_update`` (position-wise rows counted from the end for
+        left-padded inputs). The prompt goes before input position ``prompt_position`` (0 = in front of
+        everything). Under ``disable_adapter()`` the inputs pass unchanged (m = 0).
         """
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (or inputs_embeds).")
             inputs_embeds = self._word_embeddings(input_ids)
         batch, n = inputs_embeds.shape[:2]
-        prompt, added, max_length = self._parts(adapter_name or self.active_adapter)
+        prompt, module, max_length = self._parts(adapter_name or self.active_adapter)
         self._check_length(n, max_length)
         if attention_mask is None:
             attention_mask = torch.ones(batch, n, dtype=torch.long, device=inputs_embeds.device)
         if prompt is None:
             return inputs_embeds, attention_mask
-        if added is not None:
-            inputs_embeds = inputs_embeds + self._update_rows(added, n).to(inputs_embeds.dtype)
+        inputs_embeds = module.add_update(inputs_embeds, from_end=self.pads_left)
         m = prompt.shape[0]
         prompt = prompt.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, m, prompt.shape[1])
         k = self.prompt_position
         embeds = torch.cat([inputs_embeds[:, :k], prompt, inputs_embeds[:, k:]], dim=1)
         return embeds, self._fill_prompt_positions(attention_mask, m, 1)
-
-    def _update_rows(self, added: torch.Tensor, n: int) -> torch.Tensor:
-        """The (n, d) rows of the (L, d) added update that meet a right-padded batch of n positions: the first n."""
-        return added[:n]
 
     def _layout_position_ids(
         self, m: int, n: int, max_length: int | None, device: torch.device
@@ -840,10 +846,6 @@ class PeftModelForCausalLM(PeftModel):
 
     family = CAUSAL
     generate_returns_input = True
-
-    def _update_rows(self, added: torch.Tensor, n: int) -> torch.Tensor:
-        """The last n rows of the (L, d) update: left padding aligns the batch's end with row L - 1."""
-        return added[added.shape[0] - n :]
 
     def _layout_position_ids(
         self, m: int, n: int, max_length: int | None, device: torch.device

@@ -40,6 +40,9 @@ METHODS = {
     "ACCEPT-SCAP": {"scap": True, "sub_dim_scap": 8, "codebook_size_scap": 3},
     "ACCEPT": {"scpp": True, "sub_dim_scpp": 8, "codebook_size_scpp": 3,
                "scap": True, "sub_dim_scap": 8, "codebook_size_scap": 3},
+    "DPT": {"peft_type": "PROMPT_TUNING_DPT"},
+    "ULPT": {"peft_type": "PROMPT_TUNING_LODIM", "num_random_proj": 2},
+    "ADePT": {"peft_type": "PROMPT_TUNING_LORAX"},
 }  # fmt: skip
 
 
@@ -138,7 +141,7 @@ def test_update_rows_and_positions_both_matter(llama, tokenizer, monkeypatch):
     with torch.no_grad():
         reference = _same_columns(model(**fixed).logits, n)
         with monkeypatch.context() as patch:
-            patch.setattr(type(model), "_update_rows", lambda self, added, n: added[:n])
+            patch.setattr(type(model), "pads_left", property(lambda self: False))  # the update's rows [:n]
             first_rows = model(**dynamic).logits
         with monkeypatch.context() as patch:
             patch.setattr(type(model), "_layout_position_ids", lambda self, *args: None)

@@ -22,7 +22,7 @@ RECORD_NAME = "resume_record.json"
 # Flags whose value a checkpoint fixes, by argument group (model, data, training).
 MODEL_FLAGS = (
     "peft_type", "prefix_length", "r", "scpp", "scap", "sub_dim_scpp", "codebook_size_scpp", "sub_dim_scap",
-    "codebook_size_scap", "peft_model_id",
+    "codebook_size_scap", "lodim_r", "num_random_proj", "prompt_kind", "update_kind", "peft_model_id",
 )  # fmt: skip
 DATA_FLAGS = ("task_name", "max_seq_length", "max_train_samples", "k_shot_example", "add_prefix")
 TRAINING_FLAGS = (

@@ -13,7 +13,7 @@ from peft import PromptTuningConfig
 from peft.config import SHAPE_FIELDS
 from peft.encoders import ADAPTER_KEYS, PromptAdapter
 from peft.family import Family
-from peft.io import check_adapter_state, read_adapter_tensors
+from peft.io import check_adapter_state, read_adapter_tensors, with_original_projection
 from training.planner.checks import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ def check_adapter_tensors(
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{flag}: {exc}") from exc
     with torch.device("meta"):
-        expected = PromptAdapter(config, token_dim).named_adapter_tensors()
+        expected = PromptAdapter(config, token_dim).named_saved_tensors()
     try:
+        state = with_original_projection(state, expected, folder)
         check_adapter_state(state, expected if keys is None else keys, flag)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
