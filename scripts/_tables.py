@@ -40,7 +40,11 @@ means of these per-task numbers.
 
 METRIC_SHORT = {"f1": "F1", "em": "EM", "accuracy": "Acc", "pearson": "Pearson", "matthews_correlation": "MCC"}
 
-METHOD_ORDER = ("full-finetuning", "head-only", "PT", "DePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
+METHOD_ORDER = (
+    "full-finetuning", "head-only", "PT", "DPT", "ULPT", "DePT", "ADePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT",
+)  # fmt: skip
+"""Table row order: baselines, the prompt-only methods, the decomposed ones, ACCEPT's variants; any other
+(prompt kind, update kind) pair sorts after them by name."""
 
 FEW_SHOT_KS = (4, 16, 32)
 

@@ -1,4 +1,5 @@
-"""Trainable parameters of PT, DePT and ACCEPT for a model width, and the codebooks that fit the budget.
+"""Trainable parameters of PT, DPT, ULPT, DePT, ADePT and ACCEPT for a model width, and the codebooks that
+fit the budget.
 
 All counts come from ``peft/budget.py`` (the same code the model wrappers use). The budget rule is
 the papers': never more than vanilla prompt tuning with 100 tokens, split at m (prepended side
@@ -51,7 +52,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         if pair:
             num_subspaces(d, pair[0], flag=f"{flag} SUB_DIM")
     grid = method_grid(d, args.L, args.m, pt_tokens=args.budget_tokens, budget=budget, r=args.r,
-                       scpp=args.scpp, scap=args.scap)  # fmt: skip
+                       scpp=args.scpp, scap=args.scap, family=True)  # fmt: skip
     return {
         "model": args.model, "d": d, "m": args.m, "L": args.L, "r": grid[1].config["r"],  # DePT's
         "budget": {"tokens": args.budget_tokens, "prepended": budget.prepended, "added": budget.added,
