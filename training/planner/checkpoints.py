@@ -51,6 +51,10 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
         "max_length": data_args.max_seq_length,
         "scpp": model_args.scpp,
         "scap": model_args.scap,
+        "lodim_r": model_args.lodim_r,
+        "num_random_proj": model_args.num_random_proj,
+        "prompt_kind": model_args.prompt_kind,
+        "update_kind": model_args.update_kind,
     }
     differing = {k: (v, getattr(config, k)) for k, v in cli.items() if getattr(config, k) != v}
     if differing:
