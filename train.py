@@ -30,7 +30,6 @@ from training.budget_notice import library_budget_warnings_off, warn_budget
 from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
 from training.distributed import close_process_group
 from training.evaluation import SplitReferences, TaskMetrics
-from training.flag_checks import numeric_flag_problem
 from training.logs import (
     CONSOLE,
     LOG_ONLY,
@@ -55,6 +54,7 @@ from training.modeling import (
 )
 from training.outputs import save_split_metrics, write_all_results, write_predictions, write_run_config
 from training.planner import ConfigError, RunPlan, plan_run
+from training.planner.schema import check_flags
 from training.resume_record import check_resume_point, fixed_flags
 from training.run_dir import (
     OutputDirBusy,
@@ -191,6 +191,9 @@ class ModelArguments:
         },
     )
 
+    def __post_init__(self) -> None:
+        check_flags(self)
+
 
 @dataclass
 class DataTrainingArguments:
@@ -244,6 +247,9 @@ class DataTrainingArguments:
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenise instead of using the cache."})
 
+    def __post_init__(self) -> None:
+        check_flags(self)
+
 
 @dataclass
 class TrainingArguments(LegacyTrainingFlags, Seq2SeqTrainingArguments):
@@ -275,6 +281,7 @@ class TrainingArguments(LegacyTrainingFlags, Seq2SeqTrainingArguments):
     generation_num_beams: int | None = field(default=1, metadata={"help": "1 = greedy (the papers)."})
 
     def __post_init__(self) -> None:
+        check_flags(self)  # before transformers' own checks and conversions see the values
         self.apply_legacy_flags()
         super().__post_init__()
 
@@ -285,12 +292,16 @@ def parse_args(
     """Parse the command line, or one ``.json`` file holding the same keys; ConfigError on bad values."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
+    from_file = len(argv) == 1 and argv[0].endswith(".json")
+    origin = f"argument file {argv[0]}: " if from_file else ""
     try:
-        if len(argv) == 1 and argv[0].endswith(".json"):
+        if from_file:
             return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
         return parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    except OSError as exc:
+        raise ConfigError(f"{origin}{exc.strerror or exc}") from exc
+    except ValueError as exc:  # ConfigError of the flag schema, a JSON syntax error, a bad choice
+        raise ConfigError(f"{origin}{exc}") from exc
 
 
 def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments, plan: RunPlan):
@@ -374,9 +385,6 @@ def _main(argv: list[str] | None) -> int:
             with library_budget_warnings_off():
                 plan = plan_run(model_args, data_args, training_args)
             warn_budget(plan.peft_config, plan.token_dim, model_args)
-            problem = numeric_flag_problem(model_args, data_args, training_args, plan.model_config)
-            if problem:
-                raise ConfigError(problem)
             resume_changes = check_resume_point(
                 plan.resume_from_checkpoint,
                 fixed_flags(model_args, data_args, training_args),

@@ -2,7 +2,8 @@
 
 Rules (one per ``TaskSpec.label_rule``): ``int`` labels are whole numbers in ``0..len(labels_list)-1``;
 ``stsb`` a number in [0, 5]; ``winogrande`` the answer "1" or "2"; ``scitail`` "entailment" or "neutral";
-``qa`` a non-empty list of answer strings. A missing label (null, -1, "" or no answers) marks an unlabeled
+``qa`` a list of answer strings with at least one that is not blank (a blank answer is no answer). Every
+number must be finite. A missing label (null, -1, "" or no non-blank answer) marks an unlabeled
 row: never allowed in train (it would be trained as an empty target), allowed in validation/test
 (those rows are left out of the scores), except where the metric groups rows (MultiRC per-question exact
 match), where a split must be labeled entirely or not at all.
@@ -10,6 +11,7 @@ match), where a split must be labeled entirely or not at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +27,15 @@ def is_missing_label(value: Any) -> bool:
     if value is None or (isinstance(value, str) and value == ""):
         return True
     if isinstance(value, (list, tuple)):
-        return len(value) == 0
+        return not real_answers(value) and all(isinstance(a, str) for a in value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return value != value or value == -1  # NaN: an empty CSV cell
+
+
+def real_answers(answers: Sequence[Any]) -> list[str]:
+    """The answers of a QA row that are answers: strings that are not blank."""
+    return [a for a in answers if isinstance(a, str) and a.strip()]
 
 
 def labeled_count(task: TaskSpec, dataset: Any) -> int:
@@ -51,6 +58,8 @@ def label_problem(task: TaskSpec, value: Any) -> str | None:
         return None if str(value) in WINOGRANDE_ANSWERS else 'must be "1" or "2"'
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "must be a number"
+    if not math.isfinite(value):
+        return "must be a finite number"
     if rule == "stsb":
         low, high = STSB_RANGE
         return None if low <= value <= high else f"must be in [{low:g}, {high:g}]"

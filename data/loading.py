@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 import torch
 
-from data.labels import check_rows
+from data.labels import check_rows, real_answers
 from data.tasks import LARGE_HOLDOUT, LOGICAL_SPLITS, SCITAIL_LABELS, SPLIT_SEED, TaskSpec, get_task
 from metrics.postprocess import mark_wsc_spans, pad_punctuation, remove_markup, stsb_target
 
@@ -44,22 +44,32 @@ def local_split_path(data_dir: str | Path, task_name: str, hf_split: str) -> Pat
     )
 
 
-def _load_local(path: Path) -> datasets.Dataset:
-    """Read a local split; an empty, non-UTF-8 or malformed file raises ValueError naming file and line."""
-    check_text_file(path)
+def _load_local(path: Path, fields: Sequence[str]) -> tuple[datasets.Dataset, list[dict] | None]:
+    """Read a local split; an empty, non-UTF-8 or malformed file raises ValueError naming file and line.
+
+    Returns the dataset and, for a .jsonl file, ``fields`` of every row as the file spells them (the
+    dataset's columns are typed by Arrow, which may turn a valid answer "1859" into the number 1859 when
+    another row holds numbers, so rows are judged from the file).
+    """
+    raw_rows = check_text_file(path, fields)
     try:
-        return datasets.load_dataset(_BUILDERS[path.suffix], data_files=str(path), split="train")
+        dataset = datasets.load_dataset(_BUILDERS[path.suffix], data_files=str(path), split="train")
     except Exception as exc:  # the builders raise many types (ArrowInvalid, DatasetGenerationError, ...)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path} cannot be read as {path.suffix[1:]} ({detail})") from exc
+    return dataset, raw_rows
 
 
-def check_text_file(path: Path) -> None:
-    """A .jsonl/.json/.csv split must be non-empty UTF-8; every .jsonl line must be one JSON object."""
+def check_text_file(path: Path, fields: Sequence[str] = ()) -> list[dict] | None:
+    """A .jsonl/.json/.csv split must be non-empty UTF-8; every .jsonl line must be one JSON object.
+
+    Returns ``fields`` of each .jsonl row (blank lines skipped, as the loader skips them), else None.
+    """
     if path.suffix == ".parquet":
-        return
+        return None
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty; it needs at least one row")
+    kept: list[dict] = []
     with path.open("rb") as handle:
         rows = 0
         for number, raw_line in enumerate(handle, 1):
@@ -82,8 +92,12 @@ def check_text_file(path: Path) -> None:
                     f"{path} line {number}: a row must be a JSON object, got {type(row).__name__}"
                 )
             rows += 1
-    if path.suffix == ".jsonl" and rows == 0:
+            kept.append({name: row.get(name) for name in fields if name in row})
+    if path.suffix != ".jsonl":
+        return None
+    if rows == 0:
         raise ValueError(f"{path} holds no rows; it needs at least one")
+    return kept
 
 
 def _load_hub(task: TaskSpec, hf_split: str) -> datasets.Dataset:
@@ -99,12 +113,16 @@ def _load_hub(task: TaskSpec, hf_split: str) -> datasets.Dataset:
         )
 
 
-def _load_raw(task: TaskSpec, hf_split: str, data_dir: str | Path | None) -> tuple[datasets.Dataset, str]:
-    """Returns the raw split and a description of where it came from (for error messages)."""
+def _load_raw(
+    task: TaskSpec, hf_split: str, data_dir: str | Path | None
+) -> tuple[datasets.Dataset, str, list[dict] | None]:
+    """The raw split, a description of where it came from (for error messages) and, for a .jsonl file,
+    the task's fields of every row as the file spells them (``_load_local``)."""
     if data_dir is None:
-        return _load_hub(task, hf_split), f"{task.hub_id}:{task.hub_config}/{hf_split}"
+        return _load_hub(task, hf_split), f"{task.hub_id}:{task.hub_config}/{hf_split}", None
     path = local_split_path(data_dir, task.name, hf_split)
-    return _load_local(path), str(path)
+    dataset, raw_rows = _load_local(path, (*task.required_fields, task.label_field))
+    return dataset, str(path), raw_rows
 
 
 def _check_schema(task: TaskSpec, dataset: datasets.Dataset, origin: str) -> None:
@@ -201,7 +219,8 @@ def build_target(task: TaskSpec, example: dict) -> tuple[str, int | float | None
     value = example.get(task.label_field)
     rule = task.label_rule
     if rule == "qa":
-        return (pad_punctuation(value[0]), None) if value else ("", None)
+        answers = real_answers(value or [])
+        return (pad_punctuation(answers[0]), None) if answers else ("", None)
     if rule == "scitail":
         target = SCITAIL_LABELS.get(value)
         return (target, int(target)) if target is not None else ("", None)
@@ -217,7 +236,7 @@ def _format_example(example: dict, task: TaskSpec, add_prefix: bool) -> dict:
     target, label = build_target(task, example)
     row = {"source": build_source(task, example, add_prefix), "target": target, "task": task.name}
     if task.is_qa:
-        row["answers"] = [pad_punctuation(a) for a in (example.get(task.label_field) or [])]
+        row["answers"] = [pad_punctuation(a) for a in real_answers(example.get(task.label_field) or [])]
     else:
         row["label"] = UNLABELED if label is None else label
     if task.name == "superglue-multirc":
@@ -325,27 +344,26 @@ def load_task_splits(
     if unknown:
         raise ValueError(f"Unknown split(s) {sorted(unknown)}; valid: {LOGICAL_SPLITS}")
     n_obs = {"train": max_train_samples, "validation": max_eval_samples, "test": max_predict_samples}
-    raw_cache: dict[str, tuple[datasets.Dataset, str]] = {}
+    raw_cache: dict[str, tuple[datasets.Dataset, str, list[dict] | None]] = {}
     out = {}
     for logical in splits:
         hf_split = hf_split_for(task, logical, split_validation_test)
         if hf_split not in raw_cache:
-            raw, origin = _load_raw(task, hf_split, data_dir)
+            raw, origin, file_rows = _load_raw(task, hf_split, data_dir)
             _check_schema(task, raw, origin)
-            raw_cache[hf_split] = (raw, origin)
-        raw, origin = raw_cache[hf_split]
+            raw_cache[hf_split] = (raw, origin, file_rows)
+        raw, origin, file_rows = raw_cache[hf_split]
         indices = split_indices(task.split_rule, logical, len(raw), n_obs[logical], split_validation_test)
         selected = raw if indices is None else raw.select(indices)
         if len(selected) == 0:
             raise ValueError(_empty_split_message(task, logical, origin, len(raw), split_validation_test))
         names = [n for n in (*task.required_fields, task.label_field) if n in selected.column_names]
-        unlabeled = check_rows(
-            task,
-            {name: list(selected[name]) for name in names},
-            range(len(raw)) if indices is None else indices,
-            origin,
-            logical,
-        )
+        rows = range(len(raw)) if indices is None else indices
+        if file_rows is not None:
+            columns = {name: [file_rows[row].get(name) for row in rows] for name in names}
+        else:
+            columns = {name: list(selected[name]) for name in names}
+        unlabeled = check_rows(task, columns, rows, origin, logical)
         if unlabeled:
             logger.warning(
                 "%s/%s: %d of %d rows are unlabeled; they get predictions but are left out of the scores",

@@ -146,11 +146,11 @@ def test_a_split_emptied_by_the_large_task_rule_fails_before_weights_load(
 
 BAD_FLAGS = {
     "no steps": (["--max_steps", "0"], "--max_steps 0"),
-    "negative learning rate": (["--learning_rate", "-0.1"], "--learning_rate must be >= 0"),
-    "batch size 0": (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be >= 1"),
+    "negative learning rate": (["--learning_rate", "-0.1"], "--learning_rate -0.1: must be >= 0"),
+    "batch size 0": (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0: must be >= 1"),
     "huge length": (["--max_seq_length", "100000"], "--max_seq_length 100000"),
-    "negative seed": (["--seed", "-5"], "--seed must be between 0 and 4294967295"),
-    "negative data seed": (["--data_seed", "-1"], "--data_seed must be between 0 and 4294967295"),
+    "negative seed": (["--seed", "-5"], "--seed -5: must be >= 0 and <= 4294967295"),
+    "negative data seed": (["--data_seed", "-1"], "--data_seed -1: must be >= 0 and <= 4294967295"),
 }
 
 

@@ -23,7 +23,6 @@ from training.planner.checks import (
     check_baseline,
     check_data_dir,
     check_distributed,
-    check_lengths,
     check_peft_type,
     check_precision,
     check_schedule,
@@ -31,6 +30,7 @@ from training.planner.checks import (
     read_model_config,
 )
 from training.planner.resume import resolve_output_dir
+from training.planner.schema import check_against_model, check_relations
 
 __all__ = ["ConfigError", "RunPlan", "plan_run"]
 
@@ -67,7 +67,9 @@ def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
     check_precision(model_args, training_args, model_config)
     check_distributed(training_args)
     check_schedule(training_args)
-    check_lengths(model_args, data_args, model_config)
+    check_relations(model_args, data_args, training_args)
+    prefix_length = 0 if peft_type in BASELINE_METHODS else model_args.prefix_length
+    check_against_model(prefix_length, data_args.max_seq_length, model_config)
 
     peft_config = loaded = None
     if peft_type in BASELINE_METHODS:

@@ -13,14 +13,10 @@ from transformers.training_args import ParallelMode
 
 from data.tasks import TaskSpec, get_task
 from peft.family import Family
-from peft.model import check_position_limit
-from training.modeling import BASELINE_METHODS, PEFT_TYPES, load_model_config
+from training.modeling import PEFT_TYPES, load_model_config
+from training.planner.errors import ConfigError
 
 FP16_UNSAFE_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
-
-
-class ConfigError(ValueError):
-    """A bad command line or environment; the message names the flag to change."""
 
 
 def check_task(data_args: Any) -> TaskSpec:
@@ -104,24 +100,6 @@ def check_schedule(training_args: Any) -> None:
         )
     if training_args.do_train and training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
         raise ConfigError("--max_steps (or --num_train_epochs) must be > 0 to train.")
-
-
-def check_lengths(model_args: Any, data_args: Any, model_config: PretrainedConfig) -> None:
-    """``--max_seq_length`` and ``--pad_to_multiple_of`` fit the model and the method."""
-    if data_args.max_seq_length < 1:
-        raise ConfigError(f"--max_seq_length must be >= 1, got {data_args.max_seq_length}.")
-    multiple = data_args.pad_to_multiple_of
-    if multiple is not None and (multiple < 1 or data_args.max_seq_length % multiple):
-        raise ConfigError(
-            f"--pad_to_multiple_of {multiple} must be >= 1 and divide --max_seq_length {data_args.max_seq_length} "
-            "(a padded batch may not be longer than the added update)."
-        )
-    if model_args.peft_type in BASELINE_METHODS:
-        return
-    try:
-        check_position_limit(model_config, model_args.prefix_length, data_args.max_seq_length)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 def check_baseline(model_args: Any, model_config: PretrainedConfig, family: Family) -> None:
