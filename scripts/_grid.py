@@ -110,13 +110,15 @@ def _no_codebook(side: str, num_rows: int, dim: int, budget: int) -> ValueError:
 
 def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET_TOKENS, budget: Budget | None = None,
                 r: int | None = None, scpp: tuple[int, int] | None = None, scap: tuple[int, int] | None = None,
-                strict: bool = False, family: bool = False) -> list[GridMethod]:  # fmt: skip
+                strict: bool = False, family: bool = False, lodim_r: int | None = None,
+                tokenwise_r: int | None = None) -> list[GridMethod]:  # fmt: skip
     """PT, DePT and ACCEPT (SCPP / SCAP / both) at width ``dim``, input length L=``max_length``, m tokens;
     with ``family`` also DPT, ULPT and ADePT.
 
     ``budget`` overrides the paper split of ``pt_tokens``; ``r``/``scpp``/``scap`` override the
-    defaults above. Methods whose codebook (or rank) fits nowhere are left out, or raise a ValueError that
-    lists the nearest options when ``strict`` (which also refuses a DePT rank below 1).
+    defaults above, ``lodim_r`` the DPT/ULPT prompt rank and ``tokenwise_r`` ADePT's (e.g. the published
+    r_p = 2). Methods whose codebook (or rank) fits nowhere are left out, or raise a ValueError that lists
+    the nearest options when ``strict`` (which also refuses a DePT rank below 1).
     """
     budget = budget or paper_budget(dim, m, pt_tokens)
     rank = largest_rank(max_length, dim, budget.added) if r is None else r
@@ -143,22 +145,24 @@ def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET
         both = {**dept, **codebook["scpp"], **codebook["scap"]}
         specs.append(("ACCEPT", both, f"SCPP {pairs['scpp']} + SCAP {pairs['scap']}"))
     if family:
-        specs += _family_specs(dim, m, pt_tokens, budget, strict)
+        specs += _family_specs(dim, m, pt_tokens, budget, strict, lodim_r, tokenwise_r)
     return [GridMethod(name, config, _count(config, dim, max_length), shape) for name, config, shape in specs]
 
 
-def _family_specs(dim: int, m: int, pt_tokens: int, budget: Budget, strict: bool) -> list[tuple[str, dict, str]]:
-    """DPT, ULPT (PT's rows, the whole budget) and ADePT (m rows, the added side) at their largest ranks."""
+def _family_specs(dim: int, m: int, pt_tokens: int, budget: Budget, strict: bool, lodim_r: int | None,
+                  tokenwise_r: int | None) -> list[tuple[str, dict, str]]:  # fmt: skip
+    """DPT, ULPT (PT's rows, the whole budget) and ADePT (m rows, the added side) at their largest ranks,
+    or at the given ones."""
     specs = []
     for name, peft_type, kind in (("DPT", "PROMPT_TUNING_DPT", "lowrank"),
                                   ("ULPT", "PROMPT_TUNING_LODIM", "random_projection")):  # fmt: skip
-        rank = min(largest_prompt_rank(kind, pt_tokens, dim, budget.total), dim)
+        rank = min(largest_prompt_rank(kind, pt_tokens, dim, budget.total), dim) if lodim_r is None else lodim_r
         if rank >= 1:
             config = {"peft_type": peft_type, "num_virtual_tokens": pt_tokens, "lodim_r": rank}
             specs.append((name, config, f"m={pt_tokens}, r={rank}"))
         elif strict:
             raise ValueError(f"no {name} prompt rank fits the budget {budget.total} with m={pt_tokens} at d={dim}")
-    rank = largest_tokenwise_rank(dim, budget.added)
+    rank = largest_tokenwise_rank(dim, budget.added) if tokenwise_r is None else tokenwise_r
     if rank >= 1:
         specs.append(("ADePT", {"peft_type": "PROMPT_TUNING_LORAX", "num_virtual_tokens": m, "r": rank},
                       f"m={m}, r={rank} token-wise"))  # fmt: skip

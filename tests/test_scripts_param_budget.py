@@ -127,3 +127,10 @@ def test_minilm_family_methods_at_matched_budgets():
     assert "--lodim_r" in specs["ULPT"].flags and "PROMPT_TUNING_LORAX" in specs["ADePT"].flags
     assert demo.parse_args(["--family"]).methods == ["head-only", "PT", "DePT", "ACCEPT", "DPT", "ULPT", "ADePT"]
     assert demo.parse_args([]).methods == ["head-only", "PT", "DePT", "ACCEPT"]
+
+
+def test_published_family_ranks(capsys):
+    """--lodim_r / --adept_r count the published settings: ULPT r = 2 (2.3% of PT), ADePT r = 19."""
+    rep = run_json(capsys, "--d", "768", "--m", "60", "--lodim_r", "2", "--adept_r", "19")
+    totals = {row["method"]: row["total"] for row in rep["methods"]}
+    assert (totals["ULPT"], totals["DPT"], totals["ADePT"]) == (1_736, 1_736, 76_051)
