@@ -297,7 +297,8 @@ class PeftModel(nn.Module):
             self._adapters_disabled = False
 
     def get_prompt(self, adapter_name: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The composed prompt (m, d) and added update (L, d) or None of ``adapter_name`` (default: active)."""
+        """The composed prompt (m, d) and position-wise update (L, d) of ``adapter_name`` (default: active); the
+        update is None without one or for a tokenwise update (a function of the input, not fixed rows)."""
         return self.adapter_module(adapter_name).compose()
 
     def get_base_model(self) -> nn.Module:
@@ -594,7 +595,7 @@ class PeftModel(nn.Module):
         return out, out_mask, out_positions
 
     def _max_length(self, adapter_name: str) -> int | None:
-        """L of an adapter's added update (None: no update, or the bare backbone)."""
+        """L of an adapter's position-wise update (None: no such update, or the bare backbone)."""
         if adapter_name == BASE_ADAPTER or self._adapters_disabled:
             return None
         return self.adapter_module(adapter_name).max_length
