@@ -202,14 +202,25 @@ def test_ulpt_folder_without_projection_or_rng_state_is_refused(t5_backbone, tmp
         PeftModel.from_pretrained(t5_backbone, tmp_path)
 
 
-def test_tokenwise_decoder_only_generation_runs(tiny_llama_dir):
-    """ADePT's original decoder-only generate fails (docs/fidelity.md); ours runs and returns the input ids
-    followed by the new tokens."""
+def test_tokenwise_decoder_only_generation_updates_every_token(tiny_llama_dir, monkeypatch):
+    """ADePT's original decoder-only generate fails (docs/fidelity.md#f-adept). Ours gives generated tokens the
+    update too, as training gives every token: each greedy token is the argmax of the teacher-forced forward
+    over the input plus the tokens so far (where that forward applies the update to all of them)."""
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
-    model = get_peft_model(base, PromptTuningConfig(peft_type="PROMPT_TUNING_LORAX", num_virtual_tokens=3, r=2,
-                                                    max_length=8)).eval()  # fmt: skip
+    config = PromptTuningConfig(peft_type="PROMPT_TUNING_LORAX", num_virtual_tokens=3, r=2, max_length=8)
+    model = get_peft_model(base, config).eval()
+    with torch.no_grad():
+        for param in model.added_parameters():
+            param.normal_(0, 1.0)
     ids = torch.randint(2, 100, (2, 8))
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
-    assert out.shape == (2, 11) and torch.equal(out[:, :8], ids)
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+        assert out.shape == (2, 12) and torch.equal(out[:, :8], ids)
+        for k in range(8, 12):
+            logits = model(input_ids=out[:, :k]).logits[:, -1]
+            assert torch.equal(logits.argmax(-1), out[:, k])
+        # the check can fail: new tokens embedded without the update give other tokens
+        monkeypatch.setattr(type(model), "_update_new_tokens", lambda self, inputs, names: None)
+        plain = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+    assert not torch.equal(plain, out)
