@@ -40,7 +40,7 @@ FIXED_PRESETS = {
     "PROMPT_TUNING_LODIM": ("random_projection", "none"),
     "PROMPT_TUNING_LORAX": ("dense", "tokenwise"),
 }
-METHOD_NAMES = {
+PRESET_NAMES = {
     ("dense", "none"): "PT",
     ("dense", "lowrank"): "DePT",
     ("codebook", "lowrank"): "ACCEPT-SCPP",
@@ -50,7 +50,10 @@ METHOD_NAMES = {
     ("random_projection", "none"): "ULPT",
     ("dense", "tokenwise"): "ADePT",
 }
-"""The published methods' names; any other pair is named after its parts (``PROMPT_LABELS``/``UPDATE_LABELS``)."""
+"""The published methods' names by (prompt kind, update kind); any other pair is named after its parts
+(``PROMPT_LABELS``/``UPDATE_LABELS``)."""
+METHOD_NAMES = ("PT", "DPT", "ULPT", "DePT", "ADePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
+"""Every published ``method_name``, in the order of the results tables (prompt-only, decomposed, ACCEPT)."""
 PROMPT_LABELS = {"dense": "dense", "codebook": "SCPP", "lowrank": "DPT", "random_projection": "ULPT"}
 UPDATE_LABELS = {"none": "no", "lowrank": "DePT", "codebook": "SCAP", "tokenwise": "ADePT"}
 INIT_TYPES = ("RANDOM", "TEXT")
@@ -162,7 +165,7 @@ class PromptTuningConfig:
         prompt, update = self.kinds
         if self.peft_type == "PROMPT_TUNING_LORA" and self.update_kind is None and update == "none":
             update = "lowrank"
-        name = METHOD_NAMES.get((prompt, update))
+        name = PRESET_NAMES.get((prompt, update))
         return name or f"{PROMPT_LABELS[prompt]} prompt + {UPDATE_LABELS[update]} update"
 
     @property

@@ -229,27 +229,28 @@ class PromptAdapter(nn.Module):
         self.max_length = config.max_length if self.position_wise else None
         self._cache: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
-    def _check_cache_use(self) -> None:
+    def _materialized(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()) and self.training:
             raise RuntimeError("materialized() is for inference: gradients cannot reach the adapter through it.")
+        return self._cache
 
     def compose(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(prompt (m, d), position-wise update (L, d) or None), float32; the materialised copy when one is
         active. A tokenwise update has no fixed rows: None."""
-        if self._cache is not None:
-            self._check_cache_use()
-            return self._cache
-        return self.prompt(), (self.added() if self.position_wise else None)
+        return self.composed_prompt(), self._composed_update()
 
-    def compose_prompt(self) -> torch.Tensor:
-        """The (m, d) prompt, float32 (the materialised copy when one is active)."""
+    def composed_prompt(self) -> torch.Tensor:
+        """The (m, d) prompt, float32; the materialised copy when one is active."""
+        return self._materialized()[0] if self._cache is not None else self.prompt()
+
+    def _composed_update(self) -> torch.Tensor | None:
+        """The (L, d) position-wise update (None without one, or for a tokenwise update)."""
         if self._cache is not None:
-            self._check_cache_use()
-            return self._cache[0]
-        return self.prompt()
+            return self._materialized()[1]
+        return self.added() if self.position_wise else None
 
     def add_update(self, inputs_embeds: torch.Tensor, from_end: bool) -> torch.Tensor:
-        """(B, n, d) input embeddings plus the update, in their dtype.
+        """(B, n, d) input embeddings plus the update, in their dtype (unchanged without one).
 
         A position-wise update adds its rows [:n], or [L - n:] when ``from_end`` (left-padded inputs end
         at row L - 1); a tokenwise update adds its network's output for each embedding.
@@ -258,11 +259,7 @@ class PromptAdapter(nn.Module):
             return inputs_embeds
         if not self.position_wise:
             return inputs_embeds + self.added(inputs_embeds).to(inputs_embeds.dtype)
-        if self._cache is not None:
-            self._check_cache_use()
-            update = self._cache[1]
-        else:
-            update = self.added()
+        update = self._composed_update()
         n = inputs_embeds.shape[1]
         rows = update[update.shape[0] - n :] if from_end else update[:n]
         return inputs_embeds + rows.to(inputs_embeds.dtype)

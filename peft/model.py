@@ -472,7 +472,7 @@ class PeftModel(nn.Module):
         if adapter_name == BASE_ADAPTER or self._adapters_disabled:
             return None, None, None
         module = self.adapter_module(adapter_name)
-        return module.compose_prompt(), module, module.max_length
+        return module.composed_prompt(), module, module.max_length
 
     def _prepend(
         self,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peft.config import METHOD_NAMES
 from scripts._runs import GroupKey, GroupResult, Run, format_setting, loss_history, mean_std, read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +41,9 @@ means of these per-task numbers.
 
 METRIC_SHORT = {"f1": "F1", "em": "EM", "accuracy": "Acc", "pearson": "Pearson", "matthews_correlation": "MCC"}
 
-METHOD_ORDER = (
-    "full-finetuning", "head-only", "PT", "DPT", "ULPT", "DePT", "ADePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT",
-)  # fmt: skip
-"""Table row order: baselines, the prompt-only methods, the decomposed ones, ACCEPT's variants; any other
-(prompt kind, update kind) pair sorts after them by name."""
+METHOD_ORDER = ("full-finetuning", "head-only", *METHOD_NAMES)
+"""Table row order: the baselines, then ``peft.config.METHOD_NAMES`` (prompt-only, decomposed, ACCEPT's
+variants); any other (prompt kind, update kind) pair sorts after them by name."""
 
 FEW_SHOT_KS = (4, 16, 32)
 
