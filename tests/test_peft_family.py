@@ -224,3 +224,23 @@ def test_tokenwise_decoder_only_generation_updates_every_token(tiny_llama_dir, m
         monkeypatch.setattr(type(model), "_update_new_tokens", lambda self, inputs, names: None)
         plain = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
     assert not torch.equal(plain, out)
+
+
+def test_original_ulpt_folder_passes_the_planner_check(shared_dir, tmp_path):
+    """--peft_model_id with an original ULPT folder: its tensors check out (the projection comes from
+    rng_state.pth); the same folder without rng_state.pth is refused before any weights load."""
+    import shutil
+
+    from training.planner.checkpoints import check_adapter_tensors
+    from training.planner.checks import ConfigError
+
+    folder = shared_dir / "golden-family" / "t5_ulpt"
+    if not folder.is_dir():
+        pytest.skip("../shared/golden-family is not present")
+    config = PromptTuningConfig.from_pretrained(folder)
+    check_adapter_tensors(folder, config, 64, "--peft_model_id")
+    copy = tmp_path / "ulpt"
+    shutil.copytree(folder, copy)
+    (copy / "rng_state.pth").unlink()
+    with pytest.raises(ConfigError, match="rng_state.pth"):
+        check_adapter_tensors(copy, config, 64, "--peft_model_id")
