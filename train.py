@@ -18,6 +18,7 @@ import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
@@ -30,6 +31,8 @@ from training.budget_notice import library_budget_warnings_off, warn_budget
 from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
 from training.distributed import close_process_group
 from training.evaluation import SplitReferences, TaskMetrics
+from training.failures import describe_failure, record_traceback
+from training.identity import write_identity
 from training.logs import (
     CONSOLE,
     LOG_ONLY,
@@ -42,7 +45,6 @@ from training.logs import (
     setup_logging,
 )
 from training.modeling import (
-    ADAPTER_PEFT_TYPES,
     DTYPES,
     PEFT_TYPES,
     PROMPT_KINDS,
@@ -55,7 +57,6 @@ from training.modeling import (
 from training.outputs import save_split_metrics, write_all_results, write_predictions, write_run_config
 from training.planner import ConfigError, RunPlan, plan_run
 from training.planner.schema import check_flags
-from training.resume_record import check_resume_point, fixed_flags
 from training.run_dir import (
     OutputDirBusy,
     OutputDirLock,
@@ -286,11 +287,18 @@ class TrainingArguments(LegacyTrainingFlags, Seq2SeqTrainingArguments):
         super().__post_init__()
 
 
+class OneLineErrorParser(HfArgumentParser):
+    """argparse's errors (unknown flag, missing value, bad choice) as ConfigError: one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (python train.py --help lists the flags)")
+
+
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
     """Parse the command line, or one ``.json`` file holding the same keys; ConfigError on bad values."""
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    parser = OneLineErrorParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
     from_file = len(argv) == 1 and argv[0].endswith(".json")
     origin = f"argument file {argv[0]}: " if from_file else ""
@@ -306,15 +314,7 @@ def parse_args(
 
 def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments, plan: RunPlan):
     """The logical splits the run needs (train / validation / test), formatted, before any weights load."""
-    needed = []
-    if training_args.do_train:
-        needed.append("train")
-    if training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"):
-        needed.append("validation")
-    if training_args.do_predict:
-        needed.append("test")
-    if not needed:
-        raise ConfigError("nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    needed = plan.splits
     try:
         splits = load_task_splits(
             plan.task.name,
@@ -348,11 +348,16 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped, 2 bad input,
-    75 the --output_dir is in use by another running process, 130 interrupted by Ctrl-C)."""
+    """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped by a failure:
+    a NaN loss, a full disk, ... with one line saying what and the fix, 2 bad input, 75 the --output_dir is in
+    use by another running process, 130 interrupted by Ctrl-C)."""
     setup_logging()
     try:
         return _main(argv)
+    except Exception as exc:  # before the run folder's log exists: the traceback goes to a file of its own
+        where = record_traceback(exc, None)
+        logger.error("%s; the traceback is in %s", describe_failure(exc).rstrip("."), where or "no file (disk full)")
+        return 1
     finally:
         close_process_group()
         restore_logging()
@@ -379,18 +384,12 @@ def _main(argv: list[str] | None) -> int:
                 lock = OutputDirLock(output_dir)
                 if output_dir.exists():
                     lock.acquire()  # first of all: a running run's folder is reported as such
-            if is_finished(output_dir) and not training_args.overwrite_output_dir:
-                return report_finished(output_dir)
             check_sources(model_args, data_args)
             with library_budget_warnings_off():
-                plan = plan_run(model_args, data_args, training_args)
+                plan = plan_run(model_args, data_args, training_args)  # compares a recorded run's identity
+            if is_finished(output_dir) and not training_args.overwrite_output_dir:
+                return report_finished(output_dir)
             warn_budget(plan.peft_config, plan.token_dim, model_args)
-            resume_changes = check_resume_point(
-                plan.resume_from_checkpoint,
-                fixed_flags(model_args, data_args, training_args),
-                allow_changes=training_args.allow_changed_resume_flags,
-                adapter_run=model_args.peft_type in ADAPTER_PEFT_TYPES,
-            )
             raw_splits = load_data(data_args, training_args, plan)
             if lock is not None:
                 lock.acquire()
@@ -402,7 +401,7 @@ def _main(argv: list[str] | None) -> int:
         except KeyboardInterrupt:
             logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)
             return 130
-        return run_logged(model_args, data_args, training_args, plan, raw_splits, resume_changes)
+        return run_logged(model_args, data_args, training_args, plan, raw_splits)
     finally:
         if lock is not None:
             lock.release()
@@ -424,7 +423,6 @@ def run_logged(
     training_args: TrainingArguments,
     plan: RunPlan,
     raw_splits,
-    resume_changes: dict,
 ) -> int:
     """``run`` with ``output.log`` attached (appended to when the run continues an earlier one)."""
     set_library_verbosity(training_args.get_process_log_level())
@@ -435,17 +433,16 @@ def run_logged(
     if training_args.should_save:
         log_file = attach_log_file(output_dir / "output.log", append=continues)
     try:
-        return run(model_args, data_args, training_args, plan, raw_splits, resume_changes)
+        return run(model_args, data_args, training_args, plan, raw_splits)
     except KeyboardInterrupt:
         logger.warning(
             "%s", interrupted_message(output_dir, training_args.overwrite_output_dir), extra=CONSOLE
         )
         return 130
-    except Exception:
-        # Into output.log only (scripts/sweep_status.py shows why a run failed); the console gets Python's
-        # traceback of the re-raised exception.
+    except Exception as exc:  # a failure no check foresaw: one line, the traceback into output.log
         logger.exception("run failed", extra=LOG_ONLY)
-        raise
+        logger.error("%s; the traceback is in %s", describe_failure(exc).rstrip("."), output_dir / "output.log")
+        return 1
     finally:
         if log_file is not None:
             detach_log_file(log_file)
@@ -457,7 +454,6 @@ def run(
     training_args: TrainingArguments,
     plan: RunPlan,
     raw_splits,
-    resume_changes: dict | None = None,
 ) -> int:
     """The run after validation: tokenise, build the model, train, evaluate, predict, write results.
 
@@ -466,10 +462,8 @@ def run(
     """
     output_dir = Path(training_args.output_dir)
     trained_before = training_args.do_train and training_finished(output_dir)
-    # Model selection by the task's metric (first occurrence wins on ties: strictly greater replaces).
-    training_args.metric_for_best_model = plan.task.metric_for_best_model
-    training_args.greater_is_better = True
-    training_args.predict_with_generate = plan.family.generates
+    if training_args.should_save and not trained_before:
+        write_identity(output_dir, plan.identity)  # first: a run killed at any point can be compared
     logger.info(
         "task %s | method %s | family %s | d=%d", plan.task.name, plan.method, plan.family, plan.token_dim
     )
@@ -515,7 +509,7 @@ def run(
                 "trainable_params": trainable,
                 "metric_for_best_model": plan.task.metric_for_best_model,
                 "resumed_from": plan.resume_from_checkpoint,
-                "resume_changed_flags": resume_changes or {},
+                "resume_changed_flags": plan.resume_changes,
             },
             model_args=model_args,
             data_args=data_args,
@@ -548,7 +542,7 @@ def run(
         max_new_tokens=target_length,
         added_embedding_lr=training_args.added_embedding_lr,
         stop_on_nan=training_args.stop_on_nan,
-        resume_flags=fixed_flags(model_args, data_args, training_args),
+        identity=plan.identity,
     )
     progress = use_console_progress(trainer)
     if trainer.is_world_process_zero():

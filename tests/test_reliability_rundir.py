@@ -120,7 +120,7 @@ def test_an_output_dir_that_cannot_be_a_folder_fails_with_one_line(name, small_t
     capsys.readouterr()
     assert main(train_argv(small_t5_dir, rte_data, tmp_path / name, "--max_steps", "2")) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and f"--output_dir {tmp_path / name} cannot be used as a folder" in err
+    assert "Traceback" not in err and f"--output_dir {tmp_path / name}" in err and "cannot be used as a folder" in err
 
 
 KILL_IN_SAVE = """
@@ -180,7 +180,8 @@ def test_resume_with_another_learning_rate_fails_or_applies_it(small_t5_dir, rte
     capsys.readouterr()
     assert main(changed) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--learning_rate 0.3 -> 0.001" in err[0] and "--seed 42 -> 7" in err[0], err
+    assert len(err) == 1 and "--learning_rate: 0.3 recorded, 0.001 now" in err[0], err
+    assert "--seed: 42 recorded, 7 now" in err[0]
     assert "--allow_changed_resume_flags" in err[0]
 
     assert main([*changed, "--allow_changed_resume_flags", "True"]) == 0

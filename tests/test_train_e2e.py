@@ -214,7 +214,8 @@ def test_resume_and_overwrite(tiny_t5_dir, rte_dir, tmp_path):
         tiny_t5_dir, rte_dir, out, "--max_steps", "2", "--do_eval", "False", "--do_predict", "False"
     )
     assert main(argv) == 0
-    assert main([*argv, "--max_steps", "3"]) == 0  # finished: nothing redone
+    assert main(argv) == 0  # finished: nothing redone
+    assert main([*argv, "--max_steps", "3"]) == 2  # another setting: the old results are not reused
     assert read_json(out / "trainer_state.json")["global_step"] == 2
     longer = base_argv(
         tiny_t5_dir, rte_dir, tmp_path / "longer", "--max_steps", "3", "--do_eval", "False", "--do_predict",

@@ -1,7 +1,8 @@
-"""``resume_record.json``, written into every checkpoint: the flags the checkpoint fixed, and the
-running sum of the training loss (so that ``train_loss`` after a resume is the mean over the whole run).
+"""``resume_record.json``, written into every checkpoint: the run's identity when the checkpoint was written
+(``training.identity``) and the running sum of the training loss (so that ``train_loss`` after a resume is
+the mean over the whole run).
 
-A resume whose flags differ from the record fails listing each difference, unless
+A resume whose identity differs from the checkpoint's fails listing each difference, unless
 ``--allow_changed_resume_flags`` is given; then the new values are used (the learning rates are applied
 to the restored optimizer and schedule by ``training.trainer.PromptTrainer``).
 """
@@ -13,45 +14,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from training.identity import changed_flags, identity_differences
 from training.outputs import atomic_write_json
 from training.run_dir import RunDirError, check_checkpoint_files
 
 logger = logging.getLogger(__name__)
 
 RECORD_NAME = "resume_record.json"
-# Flags whose value a checkpoint fixes, by argument group (model, data, training).
-MODEL_FLAGS = (
-    "peft_type", "prefix_length", "r", "scpp", "scap", "sub_dim_scpp", "codebook_size_scpp", "sub_dim_scap",
-    "codebook_size_scap", "lodim_r", "num_random_proj", "prompt_kind", "update_kind", "peft_model_id",
-)  # fmt: skip
-DATA_FLAGS = ("task_name", "max_seq_length", "max_train_samples", "k_shot_example", "add_prefix")
-TRAINING_FLAGS = (
-    "learning_rate", "added_embedding_lr", "lr_scheduler_type", "warmup_steps", "max_steps", "num_train_epochs",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "seed", "weight_decay",
-    "adam_beta1", "adam_beta2", "adam_epsilon",
-)  # fmt: skip
 
 
-def _plain(value: Any) -> Any:
-    """JSON-comparable form of a flag value (enums by value)."""
-    value = getattr(value, "value", value)
-    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
-
-
-def fixed_flags(model_args: Any, data_args: Any, training_args: Any) -> dict[str, Any]:
-    """The values of the flags a checkpoint fixes, named as on the command line."""
-    values = {}
-    for group, names in ((model_args, MODEL_FLAGS), (data_args, DATA_FLAGS), (training_args, TRAINING_FLAGS)):
-        for name in names:
-            values[name] = _plain(getattr(group, name, None))
-    return values
-
-
-def write_record(checkpoint: str | Path, flags: dict[str, Any], loss_sum: float, global_step: int) -> None:
+def write_record(checkpoint: str | Path, identity: dict[str, Any], loss_sum: float, global_step: int) -> None:
     """Write ``resume_record.json`` into ``checkpoint`` (created if needed)."""
     atomic_write_json(
         Path(checkpoint) / RECORD_NAME,
-        {"flags": flags, "train_loss_sum": loss_sum, "global_step": global_step},
+        {"identity": identity, "train_loss_sum": loss_sum, "global_step": global_step},
     )
 
 
@@ -63,44 +41,67 @@ def read_record(checkpoint: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def changed_flags(record: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{flag: {"checkpoint": saved, "now": given}}`` for every fixed flag whose value changed."""
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def check_pickles(checkpoint: str | Path, flag: str) -> None:
+    """Every torch pickle of a checkpoint (optimizer, scheduler, RNG state) loads as plain data
+    (``weights_only=True``, as the resume will): one that carries code is refused before the backbone loads."""
+    for path in sorted(Path(checkpoint).iterdir()):
+        if path.suffix not in PICKLE_SUFFIXES or not path.is_file():
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for code; other types for a damaged file
+            detail = " ".join(str(exc).split())[:200]
+            raise RunDirError(
+                f"{flag}: {path.name} is not plain saved data ({type(exc).__name__}: {detail}); it is refused "
+                "(loading it could run code); resume from another checkpoint or --overwrite_output_dir."
+            ) from exc
+
+
+def recorded_identity(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The identity a record holds; an older record's flags alone (``partial``); None when neither."""
     if record is None:
-        return {}
-    saved = record.get("flags", {})
-    return {
-        name: {"checkpoint": saved[name], "now": value}
-        for name, value in now.items()
-        if name in saved and saved[name] != value
-    }
-
-
-def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
-    """``--flag checkpoint -> now`` pairs, joined by "; "."""
-    return "; ".join(f"--{name} {v['checkpoint']} -> {v['now']}" for name, v in changes.items())
+        return None
+    if "identity" in record:
+        return record["identity"]
+    if "flags" in record:
+        return {"flags": record["flags"], "partial": True}
+    return None
 
 
 def check_resume_point(
-    checkpoint: str | None, flags_now: dict[str, Any], *, allow_changes: bool, adapter_run: bool
+    checkpoint: str | None, identity: dict[str, Any], *, allow_changes: bool, adapter_run: bool
 ) -> dict[str, dict[str, Any]]:
-    """Check the checkpoint a run resumes from (complete, expected files only, same fixed flags).
+    """Check the checkpoint a run resumes from: complete, expected files only, and the same identity.
 
-    Returns the changed flags (``changed_flags``), which are only accepted with ``allow_changes``;
-    raises RunDirError naming the checkpoint and each difference otherwise.
+    Returns the changed flags (``training.identity.changed_flags``), which are only accepted with
+    ``allow_changes``; raises RunDirError naming the checkpoint and each difference otherwise, and for a
+    checkpoint whose identity was not recorded.
     """
     if checkpoint is None:
         return {}
     flag = f"--resume_from_checkpoint {checkpoint}"
     check_checkpoint_files(checkpoint, flag, adapter_run)
-    record = read_record(checkpoint)
-    if record is None:
-        logger.warning("%s has no %s: the flags it was trained with cannot be compared", flag, RECORD_NAME)
-    changes = changed_flags(record, flags_now)
-    if changes and not allow_changes:
+    check_pickles(checkpoint, flag)
+    recorded = recorded_identity(read_record(checkpoint))
+    if recorded is None:
+        if not allow_changes:
+            raise RunDirError(
+                f"{flag} has no {RECORD_NAME}, so the flags, backbone and data it was trained with cannot be "
+                "compared with this command; pass --allow_changed_resume_flags True to resume it anyway, or "
+                "--overwrite_output_dir to start over."
+            )
+        logger.warning("%s has no %s: resuming without comparing its flags, backbone and data", flag, RECORD_NAME)
+        return {}
+    differences = identity_differences(recorded, identity)
+    if differences and not allow_changes:
         raise RunDirError(
-            f"{flag} was trained with other values (checkpoint -> now: {describe_changes(changes)}); rerun "
-            "with the checkpoint's values, or pass --allow_changed_resume_flags True to continue with the new ones."
+            f"{flag} was trained with another setting (recorded vs now: {'; '.join(differences)}); rerun with "
+            "the recorded values, pass --allow_changed_resume_flags True to continue with the new ones, or "
+            "--overwrite_output_dir to start over."
         )
-    if changes:
-        logger.warning("resuming with changed flags (checkpoint -> now): %s", describe_changes(changes))
-    return changes
+    if differences:
+        logger.warning("resuming with changes (recorded vs now): %s", "; ".join(differences))
+    return changed_flags(recorded, identity)

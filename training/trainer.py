@@ -58,8 +58,8 @@ class PromptTrainer(Seq2SeqTrainer):
         max_new_tokens: tokens generated per example at evaluation (the task's max target length).
         added_embedding_lr: learning rate of the added side; None = ``args.learning_rate``.
         stop_on_nan: raise ``NonFiniteLossError`` on a non-finite training loss.
-        resume_flags: the flags a checkpoint fixes (``training.resume_record.fixed_flags``), recorded with
-            the running loss sum in every checkpoint's ``resume_record.json``; None writes no record.
+        identity: the run's identity (``training.identity``), recorded with the running loss sum in every
+            checkpoint's ``resume_record.json``; None writes no record.
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class PromptTrainer(Seq2SeqTrainer):
         max_new_tokens: int,
         added_embedding_lr: float | None = None,
         stop_on_nan: bool = True,
-        resume_flags: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
@@ -89,7 +89,7 @@ class PromptTrainer(Seq2SeqTrainer):
         self.added_embedding_lr = added_embedding_lr
         self.stop_on_nan = stop_on_nan
         self.last_finite_loss: float | None = None
-        self.resume_flags = resume_flags
+        self.identity = identity
         self._loss_sum_before_resume = 0.0
 
     # ---- optimisation -------------------------------------------------------------------------
@@ -250,8 +250,8 @@ class PromptTrainer(Seq2SeqTrainer):
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """The Trainer's checkpoint, preceded by ``resume_record.json`` (flags, loss sum so far)."""
-        if self.resume_flags is not None:
+        """The Trainer's checkpoint, preceded by ``resume_record.json`` (identity, loss sum so far)."""
+        if self.identity is not None:
             pending = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
             loss_sum = self._loss_sum_before_resume + self._total_loss_scalar + pending
             if self.args.should_save:
@@ -259,7 +259,7 @@ class PromptTrainer(Seq2SeqTrainer):
                     Path(self._get_output_dir(trial=trial))
                     / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
                 )
-                write_record(folder, self.resume_flags, loss_sum, self.state.global_step)
+                write_record(folder, self.identity, loss_sum, self.state.global_step)
         super()._save_checkpoint(model, trial)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:

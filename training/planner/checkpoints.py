@@ -43,7 +43,7 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
             f"{flag}: the adapter was saved for task_type {config.task_type}, but "
             f"{model_args.model_name_or_path} is a {family} model ({family.task_type})."
         )
-    check_adapter_tensors(path, config, token_dim, flag)
+    check_adapter_tensors(path, config, token_dim, flag, with_head=family.classification_head)
     cli = {
         "peft_type": model_args.peft_type,
         "num_virtual_tokens": model_args.prefix_length,
@@ -73,12 +73,14 @@ def check_adapter_tensors(
     token_dim: int,
     flag: str,
     keys: tuple[str, ...] | None = None,
+    with_head: bool = False,
 ) -> None:
     """Read the adapter file of ``folder`` safely and compare its tensor shapes with ``config`` at width d.
 
     Builds the adapter on the meta device (no memory); a code-carrying pickle, a missing file or a shape
     that differs raise ConfigError naming ``flag`` and both shapes. Only ``keys`` are compared when given
-    (a transfer source contributes one side); keys the adapter lacks (a classifier head) are left to the loader.
+    (a transfer source contributes one side). Any other tensor is refused, except a classifier's head
+    (``with_head``), whose names only the loaded model knows.
     """
     try:
         state = read_adapter_tensors(folder)
@@ -91,11 +93,11 @@ def check_adapter_tensors(
         check_adapter_state(state, expected if keys is None else keys, flag)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    foreign = sorted(k for k in state if k in ADAPTER_KEYS and k not in expected)
+    foreign = sorted(k for k in state if k not in expected and (k in ADAPTER_KEYS or not with_head))
     if keys is None and foreign:
         raise ConfigError(
             f"{flag}: the file holds {foreign}, which a {config.method_name} adapter (its adapter_config.json) "
-            f"does not have (it has {sorted(expected)})."
+            f"does not have (it has {sorted(expected)}); save the adapter again or remove those tensors."
         )
     for key, tensor in state.items():
         if (
@@ -109,7 +111,7 @@ def check_adapter_tensors(
             )
 
 
-def check_checkpoint_matches(checkpoint: str, config: PromptTuningConfig, token_dim: int) -> None:
+def check_checkpoint_matches(checkpoint: str, config: PromptTuningConfig, token_dim: int, family: Family) -> None:
     """A checkpoint to resume must hold the adapter the command line builds (same method and shapes)."""
     flag = f"--resume_from_checkpoint {checkpoint}"
     try:
@@ -126,4 +128,4 @@ def check_checkpoint_matches(checkpoint: str, config: PromptTuningConfig, token_
         raise ConfigError(
             f"{flag} holds a different adapter ({'; '.join(differing)}); use the flags it was trained with."
         )
-    check_adapter_tensors(checkpoint, config, token_dim, flag)
+    check_adapter_tensors(checkpoint, config, token_dim, flag, with_head=family.classification_head)

@@ -15,6 +15,7 @@ from data.tasks import TaskSpec, get_task
 from peft.family import Family
 from training.modeling import PEFT_TYPES, load_model_config
 from training.planner.errors import ConfigError
+from training.run_dir import safetensors_problem
 
 FP16_UNSAFE_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
 
@@ -61,6 +62,20 @@ def read_model_config(model_args: Any) -> PretrainedConfig:
         raise ConfigError(
             f"--model_name_or_path {model_args.model_name_or_path}: cannot read its config ({exc})"
         ) from exc
+
+
+def check_backbone_files(model_args: Any) -> None:
+    """Every ``*.safetensors`` file of a local backbone folder is whole (its header parses and covers the
+    file): a truncated download fails here, not after minutes of loading."""
+    folder = Path(model_args.model_name_or_path)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            raise ConfigError(
+                f"--model_name_or_path {folder}: {path.name} {problem}; download or copy the model again."
+            )
 
 
 def check_precision(model_args: Any, training_args: Any, model_config: PretrainedConfig) -> None:

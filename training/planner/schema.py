@@ -87,7 +87,8 @@ class Location:
     """A path flag: ``dir`` (an existing folder), ``file`` (an existing file), ``dir_or_hub`` (a folder, or a
     hub id: checked by ``training.sources``), ``new_dir`` (a folder to write: not an existing file),
     ``new_file`` (a file to write: not an existing folder), ``dir_or_value`` (an existing folder, or True /
-    False, as ``--resume_from_checkpoint`` takes), ``any`` (created when missing)."""
+    False, as ``--resume_from_checkpoint`` takes), ``json_file`` (a value ending in .json names an existing
+    file; other values are JSON text or names), ``any`` (created when missing)."""
 
     kind: str
     hint: str = ""
@@ -101,9 +102,11 @@ class Location:
         if self.kind == "file" and not path.is_file():
             return "is not an existing file"
         if self.kind == "new_dir" and path.exists() and not path.is_dir():
-            return "is an existing file, not a folder"
+            return "cannot be used as a folder (it is an existing file)"
         if self.kind == "new_file" and path.is_dir():
             return "is an existing folder; name a file"
+        if self.kind == "json_file" and str(value).endswith(".json") and not path.is_file():
+            return "is not an existing file"
         if self.kind == "dir_or_value" and str(value).lower() not in ("true", "false") and not path.is_dir():
             return "is not an existing folder"
         return None
@@ -190,7 +193,9 @@ RULES: dict[str, Number | Location] = {
     "output_dir": Location("new_dir"),
     "logging_dir": Location("any"),
     "resume_from_checkpoint": Location("dir_or_value", "a checkpoint-N folder, or True for the newest one"),
-    "deepspeed": Location("any"),
+    "deepspeed": Location("json_file"),
+    "accelerator_config": Location("json_file"),
+    "fsdp_config": Location("json_file"),
     "generation_config": Location("any"),
     # ---- scripts/predict.py
     "batch_size": at_least(1),
@@ -201,6 +206,9 @@ RULES: dict[str, Number | Location] = {
 """Flag name -> its rule; ``dir_or_hub`` paths are checked with the hub by ``training.sources``."""
 
 UNCHECKED: dict[str, str] = {
+    "dataset_config_name": "accepted for the original scripts and ignored: every task has one configuration",
+    "activation_checkpointing_kwargs": "keyword arguments as JSON text, read by transformers",
+    "gradient_checkpointing_kwargs": "keyword arguments as JSON text, read by transformers",
     "trackio_space_id": "a name on the tracking service, not a local path",
     "trackio_bucket_id": "a name on the tracking service, not a local path",
     "trackio_static_space_id": "a name on the tracking service, not a local path",
