@@ -32,7 +32,7 @@ import datasets
 import torch
 
 from data.tasks import get_task
-from peft.family import Family, get_family
+from peft.family import Family
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _tokenize_causal(
 def tokenize_splits(
     splits: datasets.DatasetDict,
     tokenizer,
-    family: Family | str,
+    family: Family,
     max_seq_length: int,
     max_target_length: int,
     pad_to_max_length: bool = True,
@@ -134,7 +134,6 @@ def tokenize_splits(
     makes them) and ``labels``; see the module docstring for each family's layout. The formatted
     splits keep ``source``/``target``/``answers``/``group_id`` for writing predictions and scoring.
     """
-    family = get_family(family)
     if max_seq_length <= 0 or max_target_length <= 0:
         raise ValueError("max_seq_length and max_target_length must be positive")
     out = {}
@@ -185,11 +184,11 @@ class PaddingCollator:
     def __init__(
         self,
         tokenizer,
-        family: Family | str,
+        family: Family,
         max_seq_length: int | None = None,
         pad_to_multiple_of: int | None = None,
     ):
-        self.family = get_family(family)
+        self.family = family
         self.pad_id = _pad_id(tokenizer)
         self.max_seq_length = max_seq_length
         self.pad_to_multiple_of = pad_to_multiple_of

@@ -6,23 +6,20 @@ provides the names transformers' Trainer imports from it (``PeftModel``, ``PeftM
 
 from .budget import ParamCount
 from .config import BudgetWarning, PromptTuningConfig
+from .errors import AdapterConfigError, InputLengthError
 from .family import FAMILIES, Family, detect_family, get_family
 from .io import MissingAdapterTensorsWarning
-from .model import (
-    PeftMixedModel,
-    PeftModel,
-    PeftModelForCausalLM,
-    PeftModelForSeq2SeqLM,
-    PeftModelForSequenceClassification,
-    get_peft_model,
-)
+from .model import PeftMixedModel, PeftModel, get_peft_model, wrapper_for
+from .wrappers import PeftModelForCausalLM, PeftModelForSeq2SeqLM, PeftModelForSequenceClassification
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
+    "AdapterConfigError",
     "BudgetWarning",
     "Family",
+    "InputLengthError",
     "MissingAdapterTensorsWarning",
     "ParamCount",
     "PeftMixedModel",
@@ -35,4 +32,5 @@ __all__ = [
     "detect_family",
     "get_family",
     "get_peft_model",
+    "wrapper_for",
 ]

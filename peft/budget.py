@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .errors import AdapterConfigError
+
 PT_BUDGET_TOKENS = 100
 """The paper's budget rule: the total never exceeds vanilla prompt tuning with 100 tokens."""
 
@@ -27,20 +29,21 @@ def divisors_near(dim: int, wanted: int, count: int = 6, include: int | None = N
     return sorted(set(nearest))
 
 
-def num_subspaces(dim: int, sub_dim: int, flag: str = "sub_dim", default: int | None = None) -> int:
-    """K = d / s; raise a ValueError naming ``flag`` when s does not divide d.
+def num_subspaces(dim: int, sub_dim: int, field: str = "sub_dim", default: int | None = None) -> int:
+    """K = d / s; raise an ``AdapterConfigError`` naming the config ``field`` when s does not divide d.
 
-    The message suggests the divisors of d nearest to the request, and ``default`` (the flag's default)
+    The message suggests the divisors of d nearest to the request, and ``default`` (the field's default)
     when it divides d.
     """
     if sub_dim < 1:
-        raise ValueError(f"--{flag} must be >= 1, got {sub_dim}.")
+        raise AdapterConfigError(f"{field} must be >= 1, got {sub_dim}.", field)
     if dim % sub_dim != 0:
         near = ", ".join(str(s) for s in divisors_near(dim, sub_dim, include=default))
         note = f" (default {default})" if default is not None and dim % default == 0 else ""
-        raise ValueError(
-            f"--{flag} {sub_dim} does not divide the model width d={dim}; "
-            f"divisors of {dim} near {sub_dim}: {near}{note}."
+        raise AdapterConfigError(
+            f"{field} {sub_dim} does not divide the model width d={dim}; "
+            f"divisors of {dim} near {sub_dim}: {near}{note}.",
+            field,
         )
     return dim // sub_dim
 
@@ -95,6 +98,15 @@ class ParamCount:
     @property
     def total(self) -> int:
         return self.prepended + self.added + self.head
+
+    def table(self, title: str, all_parameters: int) -> str:
+        """Lines of the count per component and its share of ``all_parameters``, under ``title``."""
+        rows = [("prepended", self.prepended), ("added", self.added)]
+        rows += [("head", self.head)] if self.head else []
+        rows.append(("total", self.total))
+        lines = [title] + [f"  {name:<10} {value:>12,}" for name, value in rows]
+        lines.append(f"  of all     {all_parameters:>12,} ({100 * self.total / max(all_parameters, 1):.4f}%)")
+        return "\n".join(lines)
 
 
 def count_adapter_params(
@@ -158,8 +170,9 @@ class Budget:
 def paper_budget(dim: int, num_virtual_tokens: int, budget_tokens: int = PT_BUDGET_TOKENS) -> Budget:
     """Budget of PT with ``budget_tokens`` tokens, split at m (docs/fidelity.md#f-budget)."""
     if num_virtual_tokens > budget_tokens:
-        raise ValueError(
-            f"--prefix_length {num_virtual_tokens} exceeds the budget of {budget_tokens} prompt tokens."
+        raise AdapterConfigError(
+            f"num_virtual_tokens {num_virtual_tokens} exceeds the budget of {budget_tokens} prompt tokens.",
+            "num_virtual_tokens",
         )
     return Budget(prepended=num_virtual_tokens * dim, added=(budget_tokens - num_virtual_tokens) * dim)
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .budget import num_subspaces
+from .errors import AdapterConfigError
 
 
 class CodebookMatrix(nn.Module):
@@ -32,9 +33,8 @@ class CodebookMatrix(nn.Module):
         if num_rows < 1:
             raise ValueError(f"a codebook matrix needs >= 1 rows, got {num_rows}.")
         if codebook_size < 1:
-            raise ValueError(
-                f"--codebook_size_{flag.removeprefix('sub_dim_')} must be >= 1, got {codebook_size}."
-            )
+            field = f"codebook_size_{flag.removeprefix('sub_dim_')}"
+            raise AdapterConfigError(f"{field} must be >= 1, got {codebook_size}.", field)
         k = num_subspaces(dim, sub_dim, flag)
         self.num_rows, self.dim, self.sub_dim, self.codebook_size = num_rows, dim, sub_dim, codebook_size
         self.codebook_init_a = codebook_init_a

@@ -24,6 +24,7 @@ from .budget import (
     count_adapter_params,
     num_subspaces,
 )
+from .errors import AdapterConfigError
 from .family import TASK_TYPES
 
 logger = logging.getLogger(__name__)
@@ -53,11 +54,16 @@ PRESET_NAMES = {
 """The published methods' names by (prompt kind, update kind); any other pair is named after its parts
 (``PROMPT_LABELS``/``UPDATE_LABELS``)."""
 METHOD_NAMES = ("PT", "DPT", "ULPT", "DePT", "ADePT", "ACCEPT-SCPP", "ACCEPT-SCAP", "ACCEPT")
-"""Every published ``method_name``, in the order of the results tables (prompt-only, decomposed, ACCEPT)."""
+"""Every published ``method_name``, in the order of the results tables (prompt-only, decomposed, ACCEPT; the one
+list of them)."""
 PROMPT_LABELS = {"dense": "dense", "codebook": "SCPP", "lowrank": "DPT", "random_projection": "ULPT"}
 UPDATE_LABELS = {"none": "no", "lowrank": "DePT", "codebook": "SCAP", "tokenwise": "ADePT"}
 INIT_TYPES = ("RANDOM", "TEXT")
 DEFAULT_INIT_TEXT = "Classify this text is postive or not:"
+# Fields that shrink an adapter over the paper's budget (named by the budget error).
+BUDGET_FIELDS = (
+    "sub_dim_scpp", "codebook_size_scpp", "sub_dim_scap", "codebook_size_scap", "r", "lodim_r", "enforce_budget",
+)  # fmt: skip
 # Fields that decide the adapter tensors' shapes (a resumed checkpoint must agree on all of them).
 SHAPE_FIELDS = (
     "peft_type", "num_virtual_tokens", "token_dim", "max_length", "r", "scpp", "sub_dim_scpp",
@@ -71,6 +77,7 @@ def default_prompt_init(prompt_kind: str, update_kind: str) -> str:
     released DePT run; ADePT keeps it), RANDOM for the ACCEPT variants (ACCEPT's default) and for every
     prompt that is not a plain m x d matrix (TEXT cannot initialise codebooks or DPT/ULPT factors)."""
     return "TEXT" if prompt_kind == "dense" and update_kind != "codebook" else "RANDOM"
+
 
 # Fields of the original configs that only steer the original loader or are unused there.
 _ORIGINAL_ONLY = (
@@ -175,60 +182,70 @@ class PromptTuningConfig:
 
     # ---- validation -----------------------------------------------------------------------------
     def validate(self, token_dim: int | None = None, check_init: bool = True) -> None:
-        """Raise ValueError naming the command-line flag for any inconsistent setting.
+        """Raise ``AdapterConfigError`` (a ValueError naming the config fields) for any inconsistent setting.
 
         ``token_dim`` (d) defaults to ``self.token_dim``; without it the divisibility and budget
-        checks are skipped. ``check_init`` also checks the initialisation flags (off when loading
+        checks are skipped. ``check_init`` also checks the initialisation fields (off when loading
         trained weights). Warns (``BudgetWarning``) when the parameter count exceeds the paper's
         budget, or raises when ``enforce_budget``.
         """
         d = token_dim if token_dim is not None else self.token_dim
         if self.peft_type not in PEFT_TYPES:
-            raise ValueError(f"--peft_type {self.peft_type!r} is not supported; use one of {PEFT_TYPES}.")
+            raise AdapterConfigError(
+                f"peft_type {self.peft_type!r} is not supported; use one of {PEFT_TYPES}.", "peft_type"
+            )
         if self.task_type is not None and self.task_type not in TASK_TYPES:
             raise ValueError(
                 f"task_type {self.task_type!r} is not supported; use one of {TASK_TYPES} or None."
             )
         if self.num_virtual_tokens < 1:
-            raise ValueError(
-                f"--prefix_length (num_virtual_tokens) must be >= 1, got {self.num_virtual_tokens}."
+            raise AdapterConfigError(
+                f"num_virtual_tokens must be >= 1, got {self.num_virtual_tokens}.", "num_virtual_tokens"
             )
         if self.r < 0:
-            raise ValueError(f"--r must be >= 0 (0 disables the low-rank update), got {self.r}.")
+            raise AdapterConfigError(f"r must be >= 0 (0 disables the low-rank update), got {self.r}.", "r")
         if self.num_transformer_submodules != 1:
             raise ValueError(
                 "num_transformer_submodules must be 1 (prompts on the encoder only); the original's value 2 "
                 "allocates rows it never uses."
             )
         if self.peft_type == "PROMPT_TUNING" and (self.scpp or self.scap):
-            raise ValueError(
-                "--scpp/--scap need --peft_type PROMPT_TUNING_LORA (PROMPT_TUNING is vanilla PT)."
+            raise AdapterConfigError(
+                "scpp/scap need peft_type PROMPT_TUNING_LORA (PROMPT_TUNING is vanilla PT).",
+                ("scpp", "scap", "peft_type"),
             )
         self._check_kinds()
         if self.update_needs_length and (self.max_length is None or self.max_length < 1):
-            raise ValueError(
-                f"--max_seq_length must be a fixed length >= 1 for {self.method_name}: the added update has one "
-                f"row per input position (got max_length={self.max_length})."
+            raise AdapterConfigError(
+                f"max_length must be a fixed length >= 1 for {self.method_name}: the added update has one "
+                f"row per input position (got {self.max_length}).",
+                "max_length",
             )
         for flag, on, size in (
             ("scpp", self.scpp, self.codebook_size_scpp),
             ("scap", self.scap, self.codebook_size_scap),
         ):
             if on and size < 1:
-                raise ValueError(f"--codebook_size_{flag} must be >= 1, got {size}.")
+                raise AdapterConfigError(
+                    f"codebook_size_{flag} must be >= 1, got {size}.", f"codebook_size_{flag}"
+                )
         if check_init:
             if self.prompt_tuning_init not in INIT_TYPES:
                 raise ValueError(
                     f"prompt_tuning_init must be one of {INIT_TYPES}, got {self.prompt_tuning_init!r}."
                 )
             if self.prompt_tuning_init == "TEXT" and self.kinds[0] != "dense":
-                chosen_by = "--scpp" if self.scpp else "--peft_type/--prompt_kind"
-                raise ValueError(
-                    f"--text_init (prompt_tuning_init TEXT) needs a dense prompt, but {chosen_by} give a "
-                    f"{self.kinds[0]} prompt (composed from smaller factors); use RANDOM init."
+                chosen_by = ("scpp",) if self.scpp else ("peft_type", "prompt_kind")
+                raise AdapterConfigError(
+                    f"prompt_tuning_init TEXT needs a dense prompt, but {'/'.join(chosen_by)} give a "
+                    f"{self.kinds[0]} prompt (composed from smaller factors); use RANDOM init.",
+                    ("prompt_tuning_init", *chosen_by),
                 )
             if self.prompt_tuning_init == "TEXT" and not self.prompt_tuning_init_text:
-                raise ValueError("--text_init needs a non-empty --prompt_tuning_init_text.")
+                raise AdapterConfigError(
+                    "prompt_tuning_init TEXT needs a non-empty prompt_tuning_init_text.",
+                    ("prompt_tuning_init", "prompt_tuning_init_text"),
+                )
         if d is None:
             return
         if d < 1:
@@ -262,34 +279,38 @@ class PromptTuningConfig:
         )
 
     def _check_kinds(self) -> None:
-        """The prompt/update kinds exist, agree with --scpp/--scap, and have the sizes they need."""
+        """The prompt/update kinds exist, agree with scpp/scap, and have the sizes they need."""
         if self.prompt_kind is not None and self.prompt_kind not in PROMPT_KINDS:
-            raise ValueError(f"--prompt_kind {self.prompt_kind!r} is not supported; use one of {PROMPT_KINDS}.")
+            raise AdapterConfigError(
+                f"prompt_kind {self.prompt_kind!r} is not supported; use one of {PROMPT_KINDS}.", "prompt_kind"
+            )
         if self.update_kind is not None and self.update_kind not in UPDATE_KINDS:
-            raise ValueError(f"--update_kind {self.update_kind!r} is not supported; use one of {UPDATE_KINDS}.")
+            raise AdapterConfigError(
+                f"update_kind {self.update_kind!r} is not supported; use one of {UPDATE_KINDS}.", "update_kind"
+            )
         prompt, update = self.kinds
-        for flag, on, slot, kind, wanted in (
-            ("scpp", self.scpp, "prompt_kind", prompt, "codebook"),
-            ("scap", self.scap, "update_kind", update, "codebook"),
-        ):
-            if on and kind != wanted:
-                raise ValueError(
-                    f"--{flag} True asks for a codebook {slot.split('_')[0]}, but --peft_type {self.peft_type} / "
-                    f"--{slot} give {kind!r}; drop --{flag} or use --{slot} codebook."
+        for switch, on, slot, kind in (("scpp", self.scpp, "prompt_kind", prompt),
+                                       ("scap", self.scap, "update_kind", update)):  # fmt: skip
+            if on and kind != "codebook":
+                raise AdapterConfigError(
+                    f"{switch} True asks for a codebook {slot.split('_')[0]}, but peft_type {self.peft_type} / "
+                    f"{slot} give {kind!r}; drop {switch} or use {slot} codebook.",
+                    (switch, "peft_type", slot),
                 )
         if prompt in ("lowrank", "random_projection") and self.lodim_r < 1:
-            raise ValueError(f"--lodim_r must be >= 1 for a {prompt} prompt, got {self.lodim_r}.")
+            raise AdapterConfigError(f"lodim_r must be >= 1 for a {prompt} prompt, got {self.lodim_r}.", "lodim_r")
         if prompt == "random_projection":
             groups = self.num_random_proj
             if groups < 1 or self.num_virtual_tokens % groups:
-                raise ValueError(
-                    f"--num_random_proj {groups} must be >= 1 and divide --prefix_length "
-                    f"{self.num_virtual_tokens} (each projection serves m / G prompt rows)."
+                raise AdapterConfigError(
+                    f"num_random_proj {groups} must be >= 1 and divide num_virtual_tokens "
+                    f"{self.num_virtual_tokens} (each projection serves m / G prompt rows).",
+                    ("num_random_proj", "num_virtual_tokens"),
                 )
         if update == "tokenwise" and self.r < 1:
-            raise ValueError(f"--r must be >= 1 for the tokenwise (ADePT) update, got {self.r}.")
+            raise AdapterConfigError(f"r must be >= 1 for the tokenwise (ADePT) update, got {self.r}.", "r")
         if update == "lowrank" and self.update_kind is not None and self.r < 1:
-            raise ValueError(f"--r must be >= 1 for --update_kind lowrank, got {self.r}.")
+            raise AdapterConfigError(f"r must be >= 1 for update_kind lowrank, got {self.r}.", ("r", "update_kind"))
 
     def _check_budget(self, d: int) -> None:
         """Paper rule: prepended <= m*d, added <= (budget_tokens - m)*d (docs/fidelity.md#f-budget)."""
@@ -298,7 +319,7 @@ class PromptTuningConfig:
             return
         msg = self.budget_message(problems)
         if self.enforce_budget:
-            raise ValueError(msg + " or drop --enforce_budget.")
+            raise AdapterConfigError(msg + " or set enforce_budget False.", BUDGET_FIELDS)
         warnings.warn(msg + ".", BudgetWarning, stacklevel=3)
 
     def budget_problems(self, d: int) -> dict[str, str]:
@@ -320,7 +341,8 @@ class PromptTuningConfig:
         return (
             f"{self.method_name} adapter exceeds the paper's budget of PT with {self.budget_tokens} tokens: "
             + "; ".join(problems.values())
-            + ". Pick smaller --sub_dim/--codebook_size/--r/--lodim_r (see scripts/param_budget.py)"
+            + ". Pick smaller sub_dim_scpp/codebook_size_scpp, sub_dim_scap/codebook_size_scap, r or lodim_r "
+            "(see scripts/param_budget.py)"
         )
 
     # ---- serialisation --------------------------------------------------------------------------

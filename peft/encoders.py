@@ -59,7 +59,7 @@ class DensePrompt(nn.Module):
         m = self.embedding.shape[0]
         ids = list(token_ids)
         if not ids:
-            raise ValueError("--prompt_tuning_init_text tokenised to zero ids.")
+            raise ValueError("prompt_tuning_init_text tokenised to zero ids.")
         ids = (ids * math.ceil(m / len(ids)))[:m]
         index = torch.tensor(ids, dtype=torch.long, device=word_embeddings.device)
         with torch.no_grad():

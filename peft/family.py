@@ -2,7 +2,7 @@
 
 Every layer (tokenisation, padding, model loading, training, evaluation, the run planner) asks the
 family's descriptor instead of comparing family names. Adding a family means adding one ``Family``
-here (and its ``PeftModel`` subclass in ``peft/model.py``).
+here and its ``PeftModel`` subclass, which names the family it wraps (``peft/wrappers.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 if TYPE_CHECKING:
-    from .model import PeftModel
+    import torch
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class Family:
             ``input_ids``) and generation returns the input followed by the new tokens.
         classification_head: the backbone has a task head trained with the adapter; labels are class
             indices (a ``label`` column), and ``num_labels`` is passed when loading.
-        wrapper_name: the ``PeftModel`` subclass in ``peft/model.py`` (resolved lazily by ``wrapper``).
+        plain_mean_loss: the backbone's loss is a plain mean over one micro-batch (T5, BERT heads), so
+            the Trainer must divide it by the gradient-accumulation steps; transformers' causal LMs
+            normalise over the accumulated batch themselves.
     """
 
     name: str
@@ -46,7 +48,7 @@ class Family:
     generates: bool
     answer_in_input: bool
     classification_head: bool
-    wrapper_name: str
+    plain_mean_loss: bool
 
     def __str__(self) -> str:
         return self.name
@@ -57,21 +59,24 @@ class Family:
         return getattr(transformers, self.auto_class_name)
 
     @property
-    def wrapper(self) -> type[PeftModel]:
-        """The ``PeftModel`` subclass that wraps a backbone of this family."""
-        from . import model
+    def pads_left(self) -> bool:
+        """Inputs are left-padded (decoder-only): a batch's rows end at its last position."""
+        return self.padding_side == "left"
 
-        return getattr(model, self.wrapper_name)
+    @property
+    def prompt_position(self) -> int:
+        """The input position the prompt goes before: 1 where a classification head reads position 0
+        (the pretrained start token, [CLS] / <s>), else 0 (in front of everything)."""
+        return 1 if self.classification_head else 0
 
 
-# name, task type, Auto class, padding side, generates, answer in input, classification head, wrapper
+# name, task type, Auto class, padding side, generates, answer in input, classification head, plain mean loss
 FAMILIES: tuple[Family, ...] = tuple(
     Family(*row)
     for row in (
-        ("seq2seq", "SEQ_2_SEQ_LM", "AutoModelForSeq2SeqLM", "right", True, False, False, "PeftModelForSeq2SeqLM"),
-        ("causal", "CAUSAL_LM", "AutoModelForCausalLM", "left", True, True, False, "PeftModelForCausalLM"),
-        ("classifier", "SEQ_CLS", "AutoModelForSequenceClassification", "right", False, False, True,
-         "PeftModelForSequenceClassification"),
+        ("seq2seq", "SEQ_2_SEQ_LM", "AutoModelForSeq2SeqLM", "right", True, False, False, True),
+        ("causal", "CAUSAL_LM", "AutoModelForCausalLM", "left", True, True, False, False),
+        ("classifier", "SEQ_CLS", "AutoModelForSequenceClassification", "right", False, False, True, True),
     )
 )  # fmt: skip
 SEQ2SEQ, CAUSAL, CLASSIFIER = FAMILIES
@@ -87,6 +92,17 @@ def get_family(family: Family | str) -> Family:
             return candidate
     names = tuple(f.name for f in FAMILIES)
     raise ValueError(f"Unknown model family {family!r}; expected one of {names}")
+
+
+def new_tokens(generated: torch.Tensor, input_ids: torch.Tensor, family: Family) -> torch.Tensor:
+    """The (B, k) tokens that ``generate`` produced after the (B, n) ``input_ids``.
+
+    Decoder-only generation returns the input ids followed by the new tokens; encoder-decoder
+    generation returns the decoder's tokens, starting with the decoder start token.
+    """
+    if not family.generates:
+        raise ValueError(f"A {family} model scores logits; it does not generate tokens.")
+    return generated[:, input_ids.shape[1] if family.answer_in_input else 1 :]
 
 
 def family_for_task_type(task_type: str) -> Family:

@@ -28,6 +28,7 @@ from .encoders import (
     SCPP_TRANSFER_KEYS,
     random_projection_bound,
 )
+from .errors import AdapterConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -191,16 +192,18 @@ def load_tensors_into(
     """
     unexpected = sorted(set(state) - set(named))
     if unexpected:
-        raise ValueError(
+        raise AdapterConfigError(
             f"{source} holds tensors {unexpected} that this adapter does not have (it has {sorted(named)}); "
-            "the adapter config (--scpp/--scap/--peft_type) does not match the file."
+            "the adapter config (scpp/scap/peft_type) does not match the file.",
+            ("scpp", "scap", "peft_type"),
         )
     for key, src in state.items():
         if tuple(src.shape) != tuple(named[key].shape):
-            raise ValueError(
+            raise AdapterConfigError(
                 f"{source}: tensor {key!r} has shape {tuple(src.shape)} but the model expects "
-                f"{tuple(named[key].shape)}; check --prefix_length, --max_seq_length, --r, --sub_dim_*, "
-                "--codebook_size_* and the model width."
+                f"{tuple(named[key].shape)}; check num_virtual_tokens, max_length, r, the sub_dim and "
+                "codebook_size fields and the model width.",
+                ("num_virtual_tokens", "max_length", "r"),
             )
     missing = sorted(set(named) - set(state))
     hard = sorted(set(required) & set(missing))
@@ -225,16 +228,16 @@ def load_transfer_init(
     are accepted; shapes are checked.
     """
     sides = (
-        (scpp_ckpt, SCPP_TRANSFER_KEYS, "--pretrain_scpp_ckpt"),
-        (scap_ckpt, SCAP_TRANSFER_KEYS, "--pretrain_scap_ckpt"),
+        (scpp_ckpt, SCPP_TRANSFER_KEYS, "pretrain_scpp_ckpt"),
+        (scap_ckpt, SCAP_TRANSFER_KEYS, "pretrain_scap_ckpt"),
     )
-    for ckpt, keys, flag in sides:
+    for ckpt, keys, field in sides:
         if ckpt is None:
             continue
         state = read_adapter_tensors(ckpt)
         absent = [k for k in keys if k not in state]
         if absent:
-            raise ValueError(f"{flag} {ckpt}: the adapter file lacks {absent} (has {sorted(state)}).")
+            raise AdapterConfigError(f"{field} {ckpt}: the adapter file lacks {absent} (has {sorted(state)}).", field)
         subset = {k: state[k] for k in keys}
-        load_tensors_into({k: named[k] for k in keys}, subset, f"{flag} {ckpt}", required=keys)
+        load_tensors_into({k: named[k] for k in keys}, subset, f"{field} {ckpt}", required=keys)
         logger.info("transfer init: loaded %s from %s", list(keys), ckpt)

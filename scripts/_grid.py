@@ -135,22 +135,22 @@ def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET
     dept = {"peft_type": "PROMPT_TUNING_LORA", "num_virtual_tokens": m, "r": rank}
     codebook = {side: {side: True, f"sub_dim_{side}": pair[0], f"codebook_size_{side}": pair[1]}
                 for side, pair in pairs.items() if pair is not None}  # fmt: skip
-    specs = [("PT", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"m={pt_tokens}"),
-             ("DePT", dept, f"m={m}, r={rank}")]  # fmt: skip
+    specs = [({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": pt_tokens}, f"m={pt_tokens}"),
+             (dept, f"m={m}, r={rank}")]  # fmt: skip
     if "scpp" in codebook:
-        specs.append(("ACCEPT-SCPP", {**dept, **codebook["scpp"]}, f"SCPP {pairs['scpp']}, r={rank}"))
+        specs.append(({**dept, **codebook["scpp"]}, f"SCPP {pairs['scpp']}, r={rank}"))
     if "scap" in codebook:
-        specs.append(("ACCEPT-SCAP", {**dept, **codebook["scap"]}, f"m={m} dense, SCAP {pairs['scap']}"))
+        specs.append(({**dept, **codebook["scap"]}, f"m={m} dense, SCAP {pairs['scap']}"))
     if len(codebook) == 2:
-        both = {**dept, **codebook["scpp"], **codebook["scap"]}
-        specs.append(("ACCEPT", both, f"SCPP {pairs['scpp']} + SCAP {pairs['scap']}"))
+        specs.append(({**dept, **codebook["scpp"], **codebook["scap"]}, f"SCPP {pairs['scpp']} + SCAP {pairs['scap']}"))
     if family:
         specs += _family_specs(dim, m, pt_tokens, budget, strict, lodim_r, tokenwise_r)
-    return [GridMethod(name, config, _count(config, dim, max_length), shape) for name, config, shape in specs]
+    return [GridMethod(PromptTuningConfig(**config).method_name, config, _count(config, dim, max_length), shape)
+            for config, shape in specs]  # fmt: skip
 
 
 def _family_specs(dim: int, m: int, pt_tokens: int, budget: Budget, strict: bool, lodim_r: int | None,
-                  tokenwise_r: int | None) -> list[tuple[str, dict, str]]:  # fmt: skip
+                  tokenwise_r: int | None) -> list[tuple[dict, str]]:  # fmt: skip
     """DPT, ULPT (PT's rows, the whole budget) and ADePT (m rows, the added side) at their largest ranks,
     or at the given ones."""
     specs = []
@@ -159,12 +159,12 @@ def _family_specs(dim: int, m: int, pt_tokens: int, budget: Budget, strict: bool
         rank = min(largest_prompt_rank(kind, pt_tokens, dim, budget.total), dim) if lodim_r is None else lodim_r
         if rank >= 1:
             config = {"peft_type": peft_type, "num_virtual_tokens": pt_tokens, "lodim_r": rank}
-            specs.append((name, config, f"m={pt_tokens}, r={rank}"))
+            specs.append((config, f"m={pt_tokens}, r={rank}"))
         elif strict:
             raise ValueError(f"no {name} prompt rank fits the budget {budget.total} with m={pt_tokens} at d={dim}")
     rank = largest_tokenwise_rank(dim, budget.added) if tokenwise_r is None else tokenwise_r
     if rank >= 1:
-        specs.append(("ADePT", {"peft_type": "PROMPT_TUNING_LORAX", "num_virtual_tokens": m, "r": rank},
+        specs.append(({"peft_type": "PROMPT_TUNING_LORAX", "num_virtual_tokens": m, "r": rank},
                       f"m={m}, r={rank} token-wise"))  # fmt: skip
     elif strict:
         raise ValueError(f"no ADePT rank fits the added budget {budget.added} at d={dim} (one rank costs 2d + 1 "

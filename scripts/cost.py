@@ -26,6 +26,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
+from peft.family import CAUSAL, SEQ2SEQ  # noqa: E402
 from scripts.benchmark import epoch_mean_batch_length  # noqa: E402
 
 
@@ -131,7 +132,7 @@ def lengths(task: str, table: Table, args: argparse.Namespace, tokenizer, target
         return None
     import datasets
 
-    family = "seq2seq" if table.shape.encoder_layers else "causal"
+    family = SEQ2SEQ if table.shape.encoder_layers else CAUSAL
     both = datasets.DatasetDict({"train": best, "validation": best})
     out = tokenize_splits(both, tokenizer, family, table.max_len, target, pad_to_max_length=False)
     return [len(r) for r in out["train"]["input_ids"]], [len(r) for r in out["validation"]["input_ids"]]

@@ -51,7 +51,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     scap_options = feasible_codebooks(args.L, d, budget.added)
     for flag, pair in (("scpp", args.scpp), ("scap", args.scap)):
         if pair:
-            num_subspaces(d, pair[0], flag=f"{flag} SUB_DIM")
+            num_subspaces(d, pair[0], field=f"--{flag} SUB_DIM")
     grid = method_grid(d, args.L, args.m, pt_tokens=args.budget_tokens, budget=budget, r=args.r,
                        scpp=args.scpp, scap=args.scap, family=True, lodim_r=args.lodim_r,
                        tokenwise_r=args.adept_r)  # fmt: skip

@@ -3,8 +3,9 @@
 Each request line is a JSON object with ``id``, ``task`` and the task's fields in the HuggingFace
 schema (``sentence1``/``sentence2`` for rte, ...; the label field is optional). The task's template
 (``data/tasks.py``) and tokenisation (``data/preprocess.py``) are those of training; rows of all
-tasks are sorted by length and batched together, each row with its own task's adapter
-(``adapter_names``, exact: README "Serving many adapters"). Bad lines (invalid JSON, unknown task,
+tasks are sorted by prompt-plus-input length and cut into batches of similar length
+(``peft/serving.py``), each row with its own task's adapter (``adapter_names``, exact: README
+"Serving many adapters"). Bad lines (invalid JSON, unknown task,
 missing field) are reported with their line numbers and skipped.
 
 Output lines keep the request order: ``{"id", "task", "prediction"}`` plus ``"target"`` and
@@ -44,7 +45,8 @@ from metrics.metrics import compute_task_metrics, squad_em_f1  # noqa: E402
 from metrics.postprocess import pad_punctuation, stsb_target  # noqa: E402
 from peft import PeftModel, detect_family  # noqa: E402
 from peft.config import CONFIG_NAME  # noqa: E402
-from peft.family import Family  # noqa: E402
+from peft.family import Family, new_tokens  # noqa: E402
+from peft.serving import form_batches, request_lengths  # noqa: E402
 from training.modeling import load_backbone, load_model_config, load_tokenizer  # noqa: E402
 from training.outputs import atomic_write_text  # noqa: E402
 
@@ -174,8 +176,8 @@ def predict_batch(model: PeftModel, batch: list[Request], collator: PaddingColla
                 for r, row in zip(batch, logits, strict=True)]  # fmt: skip
     new = [target_lengths[r.task.name] for r in batch]
     out = model.generate(**inputs, adapter_names=names, max_new_tokens=max(new), do_sample=False)
-    start = inputs["input_ids"].shape[1] if family.answer_in_input else 1  # the input, or the decoder start
-    tokens = [row[start : start + k].tolist() for row, k in zip(out, new, strict=True)]
+    generated = new_tokens(out, inputs["input_ids"], family)
+    tokens = [row[:k].tolist() for row, k in zip(generated, new, strict=True)]
     return [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
 
@@ -224,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a task and its saved adapter folder; repeat for every task")  # fmt: skip
     parser.add_argument("--input", required=True, type=Path, help="requests, one JSON object per line")
     parser.add_argument("--output", required=True, type=Path, help="predictions, one JSON object per line")
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=32, help="the most requests in one call")
     parser.add_argument("--max_seq_length", type=int, default=DEFAULT_MAX_SEQ_LENGTH,
                         help="input length for adapters without an added update (PT); others use their L")  # fmt: skip
     parser.add_argument("--tokenizer_name_or_path", default=None, help="default: --model_name_or_path")
@@ -269,8 +271,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lengths = {task: c.max_length if c.update_needs_length else args.max_seq_length for task, c in configs.items()}
     target_lengths = {task: max_target_length(task, tokenizer) for task in args.adapters}
     tokenize_requests(requests, tokenizer, family, lengths, target_lengths)
-    order = sorted(requests, key=lambda r: len(r.features["input_ids"]), reverse=True)
-    batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    lengths_of = request_lengths(model, [len(r.features["input_ids"]) for r in requests],
+                                 [adapter_name(r.task.name) for r in requests])  # fmt: skip
+    batches = [[requests[i] for i in rows] for rows in form_batches(lengths_of, max_batch_size=args.batch_size)]
     with torch.no_grad(), model.materialized():
         for batch in tqdm(batches, desc="predicting", unit="batch"):
             # left-padded (decoder-only) rows fill L exactly; a shorter adapter drops the extra padding

@@ -14,6 +14,7 @@ from data.loading import load_task_splits
 from data.preprocess import CAUSAL_MARKER, IGNORE_INDEX, PaddingCollator, max_target_length, tokenize_splits
 from data.tasks import PAPER_TASKS
 from metrics.postprocess import stsb_target
+from peft.family import CAUSAL, CLASSIFIER, FAMILIES, SEQ2SEQ
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
@@ -35,7 +36,7 @@ def test_max_target_length(t5_tokenizer, shared_dir):
 
 def test_seq2seq_padded_layout(t5_tokenizer, shared_dir):
     splits = formatted(["sentence1: a b sentence2: c", "sentence1: word " * 40], ["0", "1"])
-    out = tokenize_splits(splits, t5_tokenizer, "seq2seq", max_seq_length=16, max_target_length=3)
+    out = tokenize_splits(splits, t5_tokenizer, SEQ2SEQ, max_seq_length=16, max_target_length=3)
     assert out["train"].column_names == ["input_ids", "attention_mask", "labels"]
     row0, row1 = out["train"][0], out["train"][1]
     n0 = len(t5_tokenizer(splits["train"][0]["source"]).input_ids)
@@ -48,7 +49,7 @@ def test_seq2seq_padded_layout(t5_tokenizer, shared_dir):
     assert row1["labels"] == t5_tokenizer("1").input_ids + [IGNORE_INDEX]
 
 
-@pytest.mark.parametrize("family", ["seq2seq", "causal", "classifier"])
+@pytest.mark.parametrize("family", FAMILIES, ids=str)
 def test_unpadded_plus_collator_equals_padded(t5_tokenizer, shared_dir, family):
     """Dynamic padding is ready: unpadded ids + collator(L) == the original's fixed padding."""
     splits = load_task_splits("rte", data_dir=shared_dir / "data-real", max_train_samples=6, max_predict_samples=6,
@@ -60,7 +61,7 @@ def test_unpadded_plus_collator_equals_padded(t5_tokenizer, shared_dir, family):
         fixed = PaddingCollator(t5_tokenizer, family, max_seq_length=64)
         expected = {k: torch.tensor(padded[name][k]) for k in padded[name].column_names}
         got = fixed([raw[name][i] for i in range(len(raw[name]))])
-        if family == "seq2seq":  # labels are padded to the batch max (3 here) either way
+        if family is SEQ2SEQ:  # labels are padded to the batch max (3 here) either way
             assert got["labels"].shape[1] <= 3
             got["labels"] = torch.nn.functional.pad(
                 got["labels"], (0, 3 - got["labels"].shape[1]), value=-100
@@ -74,7 +75,7 @@ def test_causal_format(t5_tokenizer):
     length = 32  # L: the short example fits whole (also with the character-level offline tokenizer)
     source, target = "sentence1: a b sentence2: c", "1"
     splits = formatted([source, "sentence1: long " * 50], [target, "0"])
-    out = tokenize_splits(splits, t5_tokenizer, "causal", max_seq_length=length, max_target_length=3,
+    out = tokenize_splits(splits, t5_tokenizer, CAUSAL, max_seq_length=length, max_target_length=3,
                           pad_to_max_length=False)  # fmt: skip
     src = t5_tokenizer(source, add_special_tokens=False).input_ids
     marker = t5_tokenizer(CAUSAL_MARKER, add_special_tokens=False).input_ids
@@ -91,7 +92,7 @@ def test_causal_format(t5_tokenizer):
     assert len(long_train["input_ids"]) == length and long_train["input_ids"][-len(zero) - 1 :] == zero + [eos]
     assert long_train["input_ids"][-len(zero) - 1 - len(marker) : -len(zero) - 1] == marker
     assert len(long_test["input_ids"]) == length and long_test["input_ids"][-len(marker) :] == marker
-    padded = tokenize_splits(splits, t5_tokenizer, "causal", length, 3, pad_to_max_length=True)["train"][0]
+    padded = tokenize_splits(splits, t5_tokenizer, CAUSAL, length, 3, pad_to_max_length=True)["train"][0]
     n = len(train["input_ids"])
     assert padded["input_ids"] == [0] * (length - n) + train["input_ids"]  # left padding
     assert padded["attention_mask"] == [0] * (length - n) + [1] * n
@@ -115,29 +116,27 @@ class _BosTokenizer:
 
 def test_causal_bos_and_missing_pad():
     tok = _BosTokenizer()
-    out = tokenize_splits(formatted(["aa b"], ["1"]), tok, "causal", max_seq_length=10, max_target_length=3)
+    out = tokenize_splits(formatted(["aa b"], ["1"]), tok, CAUSAL, max_seq_length=10, max_target_length=3)
     marker = tok._ids(CAUSAL_MARKER)
     assert out["train"][0]["input_ids"] == [6] * 3 + [5, 12, 11] + marker + [11, 6]  # pad = eos (6)
     assert out["test"][0]["input_ids"] == [6] * 5 + [5, 12, 11] + marker
     assert out["test"][0]["labels"] == [IGNORE_INDEX] * 9 + [11]
-    batch = PaddingCollator(tok, "causal")(
+    batch = PaddingCollator(tok, CAUSAL)(
         [{"input_ids": [1, 2], "attention_mask": [1, 1], "labels": [-100, 2]}]
     )
     assert batch["input_ids"].tolist() == [[1, 2]]
 
 
 def test_classifier_labels(t5_tokenizer):
-    out = tokenize_splits(formatted(["a", "b", "c"], ["0", "1", ""]), t5_tokenizer, "classifier", 8, 3)
+    out = tokenize_splits(formatted(["a", "b", "c"], ["0", "1", ""]), t5_tokenizer, CLASSIFIER, 8, 3)
     assert out["train"]["labels"] == [0, 1, IGNORE_INDEX]
     stsb = formatted(["a", "b"], ["3.8", "0.0"], labels=[3.8, 0.0])
-    rows = tokenize_splits(stsb, t5_tokenizer, "classifier", 8, 3, pad_to_max_length=False)["train"]
-    batch = PaddingCollator(t5_tokenizer, "classifier")([rows[0], rows[1]])
+    rows = tokenize_splits(stsb, t5_tokenizer, CLASSIFIER, 8, 3, pad_to_max_length=False)["train"]
+    batch = PaddingCollator(t5_tokenizer, CLASSIFIER)([rows[0], rows[1]])
     assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == pytest.approx([3.8, 0.0])
     qa = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"source": ["q"], "target": ["a"]})})
     with pytest.raises(ValueError, match="no 'label' column"):
-        tokenize_splits(qa, t5_tokenizer, "classifier", 8, 3)
-    with pytest.raises(ValueError, match="Unknown model family 'gpt'"):
-        tokenize_splits(qa, t5_tokenizer, "gpt", 8, 3)
+        tokenize_splits(qa, t5_tokenizer, CLASSIFIER, 8, 3)
 
 
 def test_collator_padding_rules(t5_tokenizer):
@@ -145,39 +144,39 @@ def test_collator_padding_rules(t5_tokenizer):
         {"input_ids": [7, 8, 1], "attention_mask": [1, 1, 1], "labels": [4, 1]},
         {"input_ids": [9, 1], "attention_mask": [1, 1], "labels": [5, 6, 7, 1]},
     ]
-    batch = PaddingCollator(t5_tokenizer, "seq2seq")(rows)
+    batch = PaddingCollator(t5_tokenizer, SEQ2SEQ)(rows)
     assert batch["input_ids"].tolist() == [[7, 8, 1], [9, 1, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[4, 1, -100, -100], [5, 6, 7, 1]]
-    batch = PaddingCollator(t5_tokenizer, "seq2seq", pad_to_multiple_of=8)(rows)
+    batch = PaddingCollator(t5_tokenizer, SEQ2SEQ, pad_to_multiple_of=8)(rows)
     assert batch["input_ids"].shape == (2, 8) and batch["labels"].shape == (2, 8)
-    batch = PaddingCollator(t5_tokenizer, "seq2seq", max_seq_length=5)(rows)
+    batch = PaddingCollator(t5_tokenizer, SEQ2SEQ, max_seq_length=5)(rows)
     assert batch["input_ids"].tolist() == [[7, 8, 1, 0, 0], [9, 1, 0, 0, 0]] and batch["labels"].shape == (
         2,
         4,
     )
-    batch = PaddingCollator(t5_tokenizer, "causal")(rows)  # one length for all keys: the longest of any
+    batch = PaddingCollator(t5_tokenizer, CAUSAL)(rows)  # one length for all keys: the longest of any
     assert batch["input_ids"].tolist() == [[0, 7, 8, 1], [0, 0, 9, 1]]
     assert batch["labels"].tolist() == [[-100, -100, 4, 1], [5, 6, 7, 1]]
-    batch = PaddingCollator(t5_tokenizer, "causal", max_seq_length=6)(rows)
+    batch = PaddingCollator(t5_tokenizer, CAUSAL, max_seq_length=6)(rows)
     assert batch["attention_mask"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1]]
     assert batch["labels"].shape == (2, 6)
-    scalar = PaddingCollator(t5_tokenizer, "classifier")(
+    scalar = PaddingCollator(t5_tokenizer, CLASSIFIER)(
         [{"input_ids": [3], "labels": 1}, {"input_ids": [3, 4], "labels": 0}]
     )
     assert scalar["labels"].dtype == torch.long and scalar["input_ids"].tolist() == [[3, 0], [3, 4]]
     with pytest.raises(ValueError, match="more than max_seq_length=2"):
-        PaddingCollator(t5_tokenizer, "seq2seq", max_seq_length=2)(rows)
+        PaddingCollator(t5_tokenizer, SEQ2SEQ, max_seq_length=2)(rows)
 
 
 def test_tokenisation_is_cached_and_parallel(t5_tokenizer, shared_dir):
     splits = load_task_splits(
         "mrpc", data_dir=shared_dir / "data-real", max_train_samples=40, splits=("train",)
     )
-    first = tokenize_splits(splits, t5_tokenizer, "seq2seq", 64, 3)
-    again = tokenize_splits(splits, t5_tokenizer, "seq2seq", 64, 3)
+    first = tokenize_splits(splits, t5_tokenizer, SEQ2SEQ, 64, 3)
+    again = tokenize_splits(splits, t5_tokenizer, SEQ2SEQ, 64, 3)
     assert first["train"].cache_files and first["train"].cache_files == again["train"].cache_files
-    parallel = tokenize_splits(splits, t5_tokenizer, "seq2seq", 64, 3, num_proc=2, overwrite_cache=True)
+    parallel = tokenize_splits(splits, t5_tokenizer, SEQ2SEQ, 64, 3, num_proc=2, overwrite_cache=True)
     assert parallel["train"]["input_ids"] == first["train"]["input_ids"]
 
 
@@ -205,7 +204,7 @@ def test_every_paper_task_loads_and_tokenises(all_tasks_dir, t5_tokenizer, task_
     assert all(sizes) and (qa or sizes[0] == 6), sizes
     length, tgt_len = 128, max_target_length(task_name, t5_tokenizer)
     assert tgt_len == (20 if qa else 3)
-    out = tokenize_splits(splits, t5_tokenizer, "seq2seq", length, tgt_len)
+    out = tokenize_splits(splits, t5_tokenizer, SEQ2SEQ, length, tgt_len)
     for name in ("validation", "test"):
         for row, example in zip(out[name], splits[name], strict=True):
             assert len(row["input_ids"]) == length and len(row["labels"]) == tgt_len

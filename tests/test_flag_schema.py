@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_reliability_support import read_json, train_argv
+from test_reliability_support import WeightsLoaded, no_weights, read_json, train_argv
 
 import train
 from train import main
@@ -25,14 +25,6 @@ PATH_WORDS = ("dir", "path", "ckpt", "_id", "checkpoint", "input", "output", "de
 GATE_SETTINGS = settings(
     max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-class BackboneReached(BaseException):
-    """Raised where the backbone would load: every check passed (BaseException: no handler swallows it)."""
-
-
-def reach_backbone(*args, **kwargs):
-    raise BackboneReached
 
 
 def options(annotation) -> tuple:
@@ -133,13 +125,13 @@ def test_a_drawn_flag_value_ends_in_one_line_or_passes_the_gate(
         if not value.is_integer() or not math.isfinite(value):
             return  # an integer flag: the parser itself refuses "0.5" (argparse, exit 2)
         value = int(value)
-    monkeypatch.setattr("training.modeling.load_backbone", reach_backbone)
+    monkeypatch.setattr("training.modeling.load_backbone", no_weights)
     out = tmp_path_factory.mktemp("run") / "out"
     argv = train_argv(small_t5_dir, rte_data, out, "--max_steps", "3", f"--{flag}={value_text(value)}")
     capsys.readouterr()
     try:
         code = main(argv)
-    except BackboneReached:
+    except WeightsLoaded:
         assert flag_problem(flag, value) is None, f"--{flag} {value} reached the backbone"
         return
     err = capsys.readouterr().err
@@ -177,12 +169,12 @@ def test_a_drawn_training_label_ends_in_one_line_naming_the_row_or_passes(
     lines = "".join(json.dumps(row) + "\n" for row in rows)  # NaN and Infinity as Python's json writes them
     (root / "rte" / "train.jsonl").write_text(lines)
     (root / "rte" / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[:1] * 4))
-    monkeypatch.setattr("training.modeling.load_backbone", reach_backbone)
+    monkeypatch.setattr("training.modeling.load_backbone", no_weights)
     argv = train_argv(small_t5_dir, root, tmp_path_factory.mktemp("run") / "out", "--max_steps", "3")
     capsys.readouterr()
     try:
         code = main(argv)
-    except BackboneReached:
+    except WeightsLoaded:
         assert label_is_valid(label), f"label {label!r} was accepted"
         return
     err = capsys.readouterr().err

@@ -28,6 +28,7 @@ from metrics.metrics import (
     squad_em_f1,
 )
 from metrics.postprocess import decode_generations, normalize_answer
+from peft.family import CLASSIFIER
 from training.evaluation import SplitReferences, TaskMetrics
 
 
@@ -185,7 +186,7 @@ def test_split_metrics_score_each_split_and_return_predictions(t5_tokenizer):
         "validation": SplitReferences(sources=["a", "b"], targets=["1", "0"]),
         "test": SplitReferences(sources=["c", "d", "e"], targets=["0", "0", "1"]),
     }
-    classifier = TaskMetrics("rte", t5_tokenizer, refs, family="classifier", labels_list=("0", "1"))
+    classifier = TaskMetrics("rte", t5_tokenizer, refs, family=CLASSIFIER, labels_list=("0", "1"))
     logits = np.array([[0.0, 2.0], [1.0, 0.0], [3.0, 1.0]])  # argmax 1, 0, 0
     test = classifier.for_split("test")
     assert test.decode(logits, None) == ["1", "0", "0"]

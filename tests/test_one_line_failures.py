@@ -14,14 +14,10 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from safetensors.torch import load_file, save_file
-from test_reliability_support import run_killed_after_checkpoint, train_argv
+from test_reliability_support import no_weights, run_killed_after_checkpoint, train_argv
 
 from train import main
 from training.failures import describe_failure
-
-
-def no_weights(*args, **kwargs):
-    raise AssertionError("model weights were loaded before the check")
 
 
 def one_error(capsys) -> str:

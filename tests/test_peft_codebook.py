@@ -101,3 +101,23 @@ def test_adapter_parts_follow_the_switches(scpp, scap, r):
     assert prompt.shape == (3, 16) and added.shape == (5, 16)
     n_params = sum(p.numel() for p in adapter.parameters())
     assert n_params == cfg.param_count(16).total
+
+
+def test_add_update_meets_the_input_from_the_start_or_the_end():
+    """The update slot the model calls: rows [:n] for right-padded inputs, [L - n:] for left-padded ones,
+    the materialised copy when one is active, and the embeddings unchanged without an update (PT)."""
+    torch.manual_seed(0)
+    adapter = PromptAdapter(PromptTuningConfig(num_virtual_tokens=2, max_length=5, r=2), dim=4)
+    torch.nn.init.normal_(adapter.added.lora_B)
+    _, added = adapter.compose()
+    embeds = torch.randn(3, 2, 4)
+    torch.testing.assert_close(adapter.add_update(embeds, from_end=False), embeds + added[:2], rtol=0, atol=0)
+    torch.testing.assert_close(adapter.add_update(embeds, from_end=True), embeds + added[3:], rtol=0, atol=0)
+    adapter.set_materialized(True)
+    with torch.no_grad():  # materialised copies are for inference
+        adapter.added.lora_B.zero_()  # the cached copy is what is added until it is dropped
+        torch.testing.assert_close(adapter.add_update(embeds, from_end=False), embeds + added[:2], rtol=0, atol=0)
+    adapter.set_materialized(False)
+    torch.testing.assert_close(adapter.add_update(embeds, from_end=False), embeds, rtol=0, atol=0)
+    plain = PromptAdapter(PromptTuningConfig(peft_type="PROMPT_TUNING", num_virtual_tokens=2), dim=4)
+    assert plain.add_update(embeds, from_end=True) is embeds

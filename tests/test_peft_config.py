@@ -7,7 +7,8 @@ import warnings
 
 import pytest
 
-from peft import BudgetWarning, PromptTuningConfig
+from peft import AdapterConfigError, BudgetWarning, PromptTuningConfig
+from training.planner.config_flags import in_flag_terms
 
 ORIGINAL_DEPT = {
     "base_model_name_or_path": "t5-base",
@@ -71,24 +72,36 @@ def test_scaling_is_alpha_over_sqrt_r():
 
 
 @pytest.mark.parametrize(
-    "kwargs, flag",
+    "kwargs, field, flag",
     [
-        ({"scpp": True, "sub_dim_scpp": 10}, "--sub_dim_scpp"),
-        ({"scap": True, "sub_dim_scap": 7}, "--sub_dim_scap"),
-        ({"scpp": True, "codebook_size_scpp": 0}, "--codebook_size_scpp"),
-        ({"scap": True, "codebook_size_scap": 0}, "--codebook_size_scap"),
-        ({"num_virtual_tokens": 0}, "--prefix_length"),
-        ({"r": -1}, "--r"),
-        ({"scap": True, "max_length": None}, "--max_seq_length"),
-        ({"max_length": 0}, "--max_seq_length"),
-        ({"peft_type": "PROMPT_TUNING", "scpp": True}, "--peft_type"),
-        ({"peft_type": "LORA"}, "--peft_type"),
-        ({"scpp": True, "prompt_tuning_init": "TEXT"}, "--scpp"),
+        ({"scpp": True, "sub_dim_scpp": 10}, "sub_dim_scpp", "--sub_dim_scpp"),
+        ({"scap": True, "sub_dim_scap": 7}, "sub_dim_scap", "--sub_dim_scap"),
+        ({"scpp": True, "codebook_size_scpp": 0}, "codebook_size_scpp", "--codebook_size_scpp"),
+        ({"scap": True, "codebook_size_scap": 0}, "codebook_size_scap", "--codebook_size_scap"),
+        ({"num_virtual_tokens": 0}, "num_virtual_tokens", "--prefix_length"),
+        ({"r": -1}, "r", "--r"),
+        ({"scap": True, "max_length": None}, "max_length", "--max_seq_length"),
+        ({"max_length": 0}, "max_length", "--max_seq_length"),
+        ({"peft_type": "PROMPT_TUNING", "scpp": True}, "scpp", "--peft_type"),
+        ({"peft_type": "LORA"}, "peft_type", "--peft_type"),
+        ({"scpp": True, "prompt_tuning_init": "TEXT"}, "prompt_tuning_init", "--scpp"),
     ],
 )
-def test_validation_errors_name_the_flag(kwargs, flag):
-    with pytest.raises(ValueError, match=flag):
+def test_validation_errors_name_the_field_and_train_py_names_the_flag(kwargs, field, flag):
+    """The library speaks in config fields; the planner's mapping turns them into train.py's flags."""
+    with pytest.raises(AdapterConfigError) as raised:
         PromptTuningConfig(**kwargs).validate(token_dim=768)
+    assert raised.value.field == field and field in str(raised.value)
+    assert "--" not in str(raised.value)
+    assert flag in in_flag_terms(raised.value)
+
+
+def test_flag_terms_replace_whole_field_names_only():
+    error = AdapterConfigError(
+        "max_length 9 + num_virtual_tokens 3 exceed max_length_x.", ("max_length", "num_virtual_tokens")
+    )
+    assert in_flag_terms(error) == "--max_seq_length 9 + --prefix_length 3 exceed max_length_x."
+    assert in_flag_terms(ValueError("max_length 9")) == "max_length 9"  # untyped errors pass unchanged
 
 
 def test_budget_warning_states_both_numbers():

@@ -150,7 +150,7 @@ def test_transfer_init_each_side_and_both_key_spellings(tiny_t5_dir, tmp_path):
     assert only.named_adapter_tensors()["prompt_embeddings"].shape == (4, 32)  # dense prompt, fresh init
     # shape check on transfer
     bad = _cfg(scpp=True, sub_dim_scpp=4, pretrain_scpp_ckpt=str(tmp_path / "scpp_run"))
-    with pytest.raises(ValueError, match="--pretrain_scpp_ckpt.*shape"):
+    with pytest.raises(ValueError, match="pretrain_scpp_ckpt.*shape"):
         get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir), bad)
 
 

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-    GenerationConfig,
-    LogitsProcessorList,
-)
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
 from peft import PromptTuningConfig, get_peft_model
 
@@ -264,218 +258,37 @@ def test_rows_of_a_shorter_adapter_fit_a_longer_batch(family, tiny_t5_dir, tiny_
         model(input_ids=ids, attention_mask=mask, adapter_names=names, **extra)
 
 
-def test_length_buckets_cut_where_a_call_costs_less_than_its_padding():
-    from peft.buckets import length_buckets
-
-    assert length_buckets([10, 100, 12, 98], call_cost=20) == [[0, 2], [1, 3]]
-    assert length_buckets([10, 100, 12, 98], call_cost=1000) == [[0, 1, 2, 3]]
-    assert length_buckets([7] * 5, call_cost=0) == [[0, 1, 2, 3, 4]]  # no padding to save: one call
-    assert length_buckets([5, 6, 50], call_cost=0) == [[0], [1], [2]]
-    # 3 rows of 10 and one of 40: one call costs C + 160, two cost 2C + 70, so the cut appears below C = 90
-    assert length_buckets([10, 40, 10, 10], call_cost=89) == [[0, 2, 3], [1]]
-    assert length_buckets([10, 40, 10, 10], call_cost=91) == [[0, 1, 2, 3]]
-    assert length_buckets([]) == []
-
-
-def _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir):
-    """A model with every method and 6 rows: 3 of 3 tokens, 3 of 40 (padded on the family's side)."""
+def _generating_model(family, tiny_t5_dir, tiny_llama_dir):
     auto, path = {
         "seq2seq": (AutoModelForSeq2SeqLM, tiny_t5_dir),
         "causal": (AutoModelForCausalLM, tiny_llama_dir),
     }[family]
-    torch.manual_seed(0)
-    model = _build(auto.from_pretrained(path).eval(), fixed_length=48)
-    names = ["dept", "scpp", "accept", "default", "scap", "__base__"]
-    ids = torch.randint(2, 100, (len(names), 40), generator=torch.Generator().manual_seed(4))
-    mask = torch.ones_like(ids)
-    pad = slice(0, 37) if family == "causal" else slice(3, None)
-    for row in (0, 2, 3):
-        mask[row, pad], ids[row, pad] = 0, 0
-    return model, names, ids, mask
-
-
-@pytest.mark.parametrize("family", ["seq2seq", "causal"])
-def test_mixed_generation_splits_short_and_long_rows_and_gives_the_same_tokens(
-    family, tiny_t5_dir, tiny_llama_dir
-):
-    """Rows of 3 and 40 tokens run in two groups, each trimmed to its own longest row (T5: the encoder per
-    group, one decoder loop; decoder-only: one generation per group), and give the tokens of one call over
-    the whole batch (which equal each row alone, tested above)."""
-    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
-    widths: list[int] = []  # the width of every batch the backbone's first layer saw at the first step
-    first = model.base_model.get_encoder() if family == "seq2seq" else model.base_model.get_decoder()
-    first.register_forward_pre_hook(
-        lambda module, args, kwargs: (
-            widths.append(kwargs["inputs_embeds"].shape[1])
-            if kwargs.get("inputs_embeds") is not None
-            else None
-        ),
-        with_kwargs=True,
-    )
-    model.generation_call_cost = 32  # one call: 32 + 6 * 46 = 308 positions; two: 64 + 3 * 9 + 3 * 45 = 226
-    with torch.no_grad():
-        split = model.generate(
-            input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=6, do_sample=False
-        )
-        assert sorted(widths) == [
-            3 + 6,
-            40 + 5,
-        ]  # each group: its inputs and its longest prompt (accept, scpp)
-        model.generation_call_cost = float("inf")
-        whole = model.generate(
-            input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=6, do_sample=False
-        )
-    assert widths[2:] == [40 + 6]  # one call: everything padded to the longest prompt and input
-    assert torch.equal(split, whole)
-    if family == "causal":
-        assert torch.equal(split[:, :40], ids)  # the input ids first, as transformers returns them
-
-
-@pytest.mark.parametrize(
-    "family, setting",
-    [("seq2seq", {"num_return_sequences": 2, "num_beams": 2}), ("causal", {"max_length": 46}),
-     ("seq2seq", {"return_dict_in_generate": True}), ("causal", {"return_dict_in_generate": True}),
-     ("causal", {"repetition_penalty": 1.5}), ("causal", {"no_repeat_ngram_size": 2}),
-     ("causal", {"min_length": 44}), ("causal", {"do_sample": True}), ("causal", {"bad_words_ids": [[0, 7]]}),
-     ("causal", {"sequence_bias": {(0, 7): -5.0}}),
-     ("causal", {"logits_processor": LogitsProcessorList([lambda tokens, scores: scores])})],
-)  # fmt: skip
-def test_mixed_generation_stays_one_call_where_groups_would_change_the_output(
-    family, setting, tiny_t5_dir, tiny_llama_dir
-):
-    """Several sequences per row, a dict output, or (decoder-only) a setting that reads the input columns,
-    sampling, or a per-call logits processor: one generation call with what one call returns (T5 always
-    decodes in one call; its encoder may split)."""
-    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
-    model.generation_call_cost = 0  # would split wherever lengths differ
-    calls = []
-    base_generate = model.base_model.generate
-    model.base_model.generate = lambda *args, **kwargs: calls.append(1) or base_generate(*args, **kwargs)
-    extra = {"max_new_tokens": 4} if "max_length" not in setting else {}
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            adapter_names=names,
-            **{"do_sample": False, **setting, **extra},
-        )
-    assert len(calls) == 1
-    rows = out.sequences.shape[0] if setting.get("return_dict_in_generate") else out.shape[0]
-    assert rows == len(names) * setting.get("num_return_sequences", 1)
-
-
-@pytest.mark.parametrize("passed", ["keywords", "generation_config"])
-@pytest.mark.parametrize("config_pad", [0, None])
-def test_groups_that_finish_early_are_padded_as_one_call_pads(
-    passed, config_pad, tiny_t5_dir, tiny_llama_dir
-):
-    """A decoder-only group whose rows all stop at EOS before the others is padded with the pad id that
-    generation resolves: the model's pad id under a ``generation_config`` that leaves it unset, and the
-    passed EOS where no pad id is configured."""
-    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
-    with torch.no_grad():
-        first = model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=1)
-    eos = int(first[0, -1])  # row 0 (dept, 3 tokens) stops after its first token
-    model.base_model.generation_config.pad_token_id = config_pad
-    settings = {"eos_token_id": eos, "max_new_tokens": 5, "do_sample": False}
-    if passed == "generation_config":
-        settings = {"generation_config": GenerationConfig(**settings)}
-    outputs = []
-    with torch.no_grad():
-        for cost in (0, float("inf")):  # a group per length, then one call
-            model.generation_call_cost = cost
-            outputs.append(
-                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, **settings)
-            )
-    split, whole = outputs
-    assert whole[0, 41:].unique().tolist() == [eos if config_pad is None else config_pad]
-    assert torch.equal(split, whole)
-
-
-def test_a_passed_generation_config_keeps_the_models_settings_it_leaves_unset(tiny_t5_dir, tiny_llama_dir):
-    """generate fills a passed config's unset values from the model's: a dict output asked for there stays
-    one call with a dict output."""
-    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
-    model.generation_call_cost = 0
-    model.base_model.generation_config.return_dict_in_generate = True
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            adapter_names=names,
-            generation_config=GenerationConfig(max_new_tokens=3, do_sample=False),
-        )
-    assert out.sequences.shape == (len(names), ids.shape[1] + 3)
-
-
-@pytest.mark.parametrize("setting", ["min_length", "prefix_allowed_tokens_fn"])
-def test_decoder_only_settings_that_see_the_batch_give_the_tokens_of_one_call(
-    setting, tiny_t5_dir, tiny_llama_dir
-):
-    """``min_length`` counts the input columns a group drops; ``prefix_allowed_tokens_fn`` gets a row's
-    index in the call. Either way the tokens of one call over the batch come back."""
-    model, names, ids, mask = _short_and_long_rows("causal", tiny_t5_dir, tiny_llama_dir)
-    if setting == "min_length":
-        with torch.no_grad():
-            free = model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=3)
-        # one call holds EOS back for 2 new tokens (42 - 40 columns): row 0's third token then ends it
-        settings = {"min_length": ids.shape[1] + 2, "eos_token_id": int(free[0, -1])}
-    else:
-        settings = {"prefix_allowed_tokens_fn": lambda row, tokens: [100 + row]}
-    outputs = []
-    with torch.no_grad():
-        for cost in (0, float("inf")):  # a group per length, then one call
-            model.generation_call_cost = cost
-            outputs.append(
-                model.generate(
-                    input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=4, **settings
-                )
-            )
-    assert torch.equal(*outputs)
-
-
-@pytest.mark.parametrize("output", ["output_attentions", "output_hidden_states"])
-def test_seq2seq_attentions_and_hidden_states_are_those_of_one_call(output, tiny_t5_dir, tiny_llama_dir):
-    """Encoder attentions and hidden states, and cross-attentions over the whole batch's encoder width,
-    come back as one call returns them."""
-    model, names, ids, mask = _short_and_long_rows("seq2seq", tiny_t5_dir, tiny_llama_dir)
-    model.base_model.set_attn_implementation("eager")  # sdpa returns no attention weights
-    outputs = []
-    with torch.no_grad():
-        for cost in (0, float("inf")):  # a group per length, then one call
-            model.generation_call_cost = cost
-            settings = {output: True, "return_dict_in_generate": True, "max_new_tokens": 3}
-            outputs.append(
-                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, **settings)
-            )
-    split, whole = outputs
-    assert split.keys() == whole.keys()
-    for key in whole.keys():
-        if key != "cache":
-            torch.testing.assert_close(split[key], whole[key], rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("family", ["seq2seq", "causal"])
-def test_a_row_without_any_token_gives_what_one_call_gives(family, tiny_t5_dir, tiny_llama_dir):
-    """A ``__base__`` row with no input token attends to nothing but padding, so its output depends on
-    the width of the call it runs in: a batch holding one runs as one call."""
-    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
-    mask[names.index("__base__")] = 0
-    outputs = []
-    with torch.no_grad():
-        for cost in (32, float("inf")):  # the empty row joins the short rows' group, then one call
-            model.generation_call_cost = cost
-            outputs.append(
-                model.generate(input_ids=ids, attention_mask=mask, adapter_names=names, max_new_tokens=4)
-            )
-    assert torch.equal(*outputs)
+    return _build(auto.from_pretrained(path).eval(), fixed_length=CAUSAL_L)
 
 
 @pytest.mark.parametrize("family", ["seq2seq", "causal"])
 def test_mixed_generation_without_input_ids_names_them(family, tiny_t5_dir, tiny_llama_dir):
-    model, names, ids, mask = _short_and_long_rows(family, tiny_t5_dir, tiny_llama_dir)
+    model = _generating_model(family, tiny_t5_dir, tiny_llama_dir)
+    ids, mask = _right_padded_batch()
     with torch.no_grad(), pytest.raises(ValueError, match="Pass input_ids"):
-        model.generate(input_ids=None, attention_mask=mask, adapter_names=names, max_new_tokens=2)
+        model.generate(input_ids=None, attention_mask=mask, adapter_names=ROWS, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+@pytest.mark.parametrize("setting", [{}, {"do_sample": True}, {"num_beams": 2, "num_return_sequences": 2}])
+def test_mixed_generation_is_one_call(family, setting, tiny_t5_dir, tiny_llama_dir):
+    """Whatever the settings, a mixed batch reaches the backbone's ``generate`` once, with every row."""
+    model = _generating_model(family, tiny_t5_dir, tiny_llama_dir)
+    ids, mask = _right_padded_batch()
+    calls = []
+    base_generate = model.base_model.generate
+    model.base_model.generate = lambda *args, **kwargs: calls.append(1) or base_generate(*args, **kwargs)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, adapter_names=ROWS, max_new_tokens=3, **setting
+        )
+    assert len(calls) == 1
+    assert out.shape[0] == len(ROWS) * setting.get("num_return_sequences", 1)
 
 
 @pytest.mark.parametrize("setting", [{"num_beams": 3}, {"num_beams": 2, "num_return_sequences": 2}])

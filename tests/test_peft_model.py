@@ -25,6 +25,7 @@ from peft import (
     detect_family,
     get_family,
     get_peft_model,
+    wrapper_for,
 )
 from peft.codebook import compose
 from peft.family import family_for_task_type
@@ -98,7 +99,7 @@ def test_family_descriptor_is_the_one_lookup(t5, llama, bert):
                            (bert, PeftModelForSequenceClassification)):  # fmt: skip
         family = detect_family(model.config)
         assert get_family(family.name) is family and family_for_task_type(family.task_type) is family
-        assert family.wrapper is wrapper and wrapper.family is family
+        assert wrapper_for(family) is wrapper and wrapper.family is family
         assert isinstance(get_peft_model(model, _cfg(r=0)), wrapper)
     assert get_family("causal").auto_class is AutoModelForCausalLM
     assert (get_family("causal").padding_side, get_family("seq2seq").padding_side) == ("left", "right")
@@ -336,7 +337,7 @@ def test_causal_forward_prefixes_labels_and_refuses_inputs_longer_than_l(llama):
     )
     torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=1e-6)
     torch.testing.assert_close(out.loss, ref.loss, rtol=0, atol=1e-6)
-    longer = torch.cat([ids[:, :1], ids], 1)  # shorter batches are dynamic padding (test_perf_padding_causal.py)
+    longer = torch.cat([ids[:, :1], ids], 1)  # shorter batches are dynamic padding (test_perf_padding.py)
     with pytest.raises(ValueError, match=f"exceeds max_length L={L}"):
         model(input_ids=longer, attention_mask=torch.cat([mask[:, :1], mask], 1))
 

@@ -105,7 +105,8 @@ def test_benchmark_data_flags_fail_before_work(tmp_path, capsys, argv, message):
 
 @pytest.mark.slow
 def test_benchmark_serving_quick(tmp_path):
-    """The serving case: 8 adapters x 4 rows, one mixed batch vs 8 calls, same tokens (timings not asserted)."""
+    """The serving case: 8 adapters x 4 rows as one mixed call, length-grouped calls, 8 calls and the
+    one-adapter limit; the first three give the same tokens (timings not asserted)."""
     out_json = tmp_path / "serving.json"
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick", "--cases", "serving",
            "--tasks", "sst2", "rte", "--json", str(out_json)]  # fmt: skip
@@ -113,11 +114,12 @@ def test_benchmark_serving_quick(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     serving = json.loads(out_json.read_text())["serving"]
     assert serving["identical_tokens"] is True
-    assert [r["calls"] for r in serving["rows"]] == [1, 8]
-    mixed_groups, separate_groups = (r["encoder_calls"] for r in serving["rows"])
-    assert 1 < mixed_groups < separate_groups == 8  # rows of similar length share an encoder call
+    mixed, grouped, separate, one_adapter = (r["calls"] for r in serving["rows"])
+    assert (mixed, separate, one_adapter) == (1, 8, 1)
+    assert 1 < grouped < separate  # rows of similar length share a call
     assert all(r["rows_per_s"] > 0 for r in serving["rows"])
     ms = [r["ms"] for r in serving["rows"]]
-    assert serving["throughput_ratio"] == pytest.approx(ms[1] / ms[0])
+    assert serving["throughput_ratio"] == pytest.approx(ms[2] / ms[1])
+    assert [r["vs_separate"] for r in serving["rows"]] == pytest.approx([ms[2] / m for m in ms])
     assert "### Serving (8 adapters x 4 rows" in result.stdout
-    assert "Mixed / separate throughput" in result.stdout
+    assert "Identical tokens (mixed, grouped, separate): yes" in result.stdout

@@ -10,10 +10,11 @@ import datasets
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from data.preprocess import PaddingCollator, max_target_length
 from peft import PromptTuningConfig, get_peft_model
+from peft.family import CAUSAL, SEQ2SEQ, Family
 from train import TrainingArguments
 from training.trainer import PromptTrainer
 
@@ -24,10 +25,10 @@ METHODS = {"DePT": {}, "ACCEPT": ACCEPT}
 COPYING_OPS = {"repeat", "repeat_interleave", "tile", "clone", "contiguous", "copy_"}
 
 
-def _model(t5_backbone, flags: dict):
+def _model(backbone, flags: dict):
     torch.manual_seed(0)
     config = PromptTuningConfig(num_virtual_tokens=M, max_length=L, r=2, **flags)
-    model = get_peft_model(t5_backbone, config)
+    model = get_peft_model(backbone, config)
     with torch.no_grad():
         for param in model.adapter.parameters():
             param.copy_(torch.randn_like(param))
@@ -106,11 +107,11 @@ def test_prompt_and_update_are_broadcast_not_copied(method, t5_backbone):
     assert operands[1].data_ptr() == added.data_ptr()  # a slice view of the (L, d) update
 
 
-def _trainer(model, tokenizer, tmp_path, max_new_tokens: int) -> PromptTrainer:
+def _trainer(model, tokenizer, tmp_path, max_new_tokens: int, family: Family = SEQ2SEQ) -> PromptTrainer:
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none",
                              disable_tqdm=True, predict_with_generate=True)  # fmt: skip
     return PromptTrainer(model=model, args=args, processing_class=tokenizer,
-                         data_collator=PaddingCollator(tokenizer, "seq2seq"), family="seq2seq",
+                         data_collator=PaddingCollator(tokenizer, family), family=family,
                          max_new_tokens=max_new_tokens)  # fmt: skip
 
 
@@ -140,15 +141,22 @@ def test_materialised_evaluation_composes_once(t5_backbone, tiny_t5_dir, tmp_pat
     assert calls == {"prompt": 1, "added": 1}  # recomposed for each evaluation (weights may have changed)
 
 
+@pytest.mark.parametrize("family", [SEQ2SEQ, CAUSAL], ids=str)
 @pytest.mark.parametrize(("eos_logit", "steps_per_batch"), [(1e4, 1), (-1e4, 3)])
 def test_generation_stops_at_target_length_or_when_all_finished(
-    eos_logit, steps_per_batch, t5_backbone, tiny_t5_dir, tmp_path
+    family, eos_logit, steps_per_batch, t5_backbone, tiny_t5_dir, tiny_llama_dir, tmp_path
 ):
-    """Decoder calls per batch: 1 when every sequence emits EOS at once, max_new_tokens when none does."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
-    model = _model(t5_backbone, METHODS["DePT"])
-    trainer = _trainer(model, tokenizer, tmp_path, max_new_tokens=max_target_length("rte", tokenizer))
-    eos = t5_backbone.generation_config.eos_token_id
+    """Decoder calls per batch: 1 when every sequence emits EOS at once, the task's target length when
+    none does (T5's decoder; the decoder-only model's whole stack)."""
+    if family is SEQ2SEQ:
+        backbone, path, stack = t5_backbone, tiny_t5_dir, t5_backbone.decoder
+    else:
+        backbone = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+        path, stack = tiny_llama_dir, backbone.model
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = _model(backbone, METHODS["DePT"]).eval()
+    trainer = _trainer(model, tokenizer, tmp_path, max_target_length("rte", tokenizer), family)
+    eos = backbone.generation_config.eos_token_id
 
     def force(module, inputs, output):
         output = output.clone()
@@ -156,8 +164,8 @@ def test_generation_stops_at_target_length_or_when_all_finished(
         return output
 
     decoder_calls = [0]
-    hooks = [t5_backbone.lm_head.register_forward_hook(force),
-             t5_backbone.decoder.register_forward_hook(lambda *_: decoder_calls.__setitem__(0, decoder_calls[0] + 1))]  # fmt: skip
+    hooks = [backbone.lm_head.register_forward_hook(force),
+             stack.register_forward_hook(lambda *_: decoder_calls.__setitem__(0, decoder_calls[0] + 1))]  # fmt: skip
     try:
         output = trainer.predict(_eval_rows(with_labels=False))  # no labels: no loss forward
     finally:

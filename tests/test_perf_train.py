@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 import train
 from data.preprocess import PaddingCollator
+from peft.family import SEQ2SEQ
 from train import TrainingArguments, main
 from training.trainer import PromptTrainer
 
@@ -54,10 +55,22 @@ def _read(path: Path):
     return json.loads(path.read_text()) if path.suffix == ".json" else path.read_text().splitlines()
 
 
+PARITY_RUNS = {  # family -> (backbone fixture, method flags, dynamic padding flags)
+    "seq2seq": ("tiny_t5_dir", ("--scpp", "True", "--sub_dim_scpp", "8", "--codebook_size_scpp", "2"),
+                ("--pad_to_multiple_of", "8")),
+    "causal": ("tiny_llama_dir", ("--scpp", "True", "--sub_dim_scpp", "8", "--codebook_size_scpp", "2", "--scap",
+                                  "True", "--sub_dim_scap", "8", "--codebook_size_scap", "2"), ()),
+}  # fmt: skip
+
+
 @pytest.mark.slow
-def test_dynamic_grouped_run_matches_fixed_padding(tiny_t5_dir, rte_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", list(PARITY_RUNS))
+def test_dynamic_grouped_run_matches_fixed_padding(family, request, rte_dir, tmp_path, monkeypatch):
     """One batch = the whole training set, so length grouping only reorders rows within it: the run with
-    --pad_to_max_length False --group_by_length must reproduce the fixed-padding run's numbers."""
+    --pad_to_max_length False --group_by_length must reproduce the fixed-padding run's numbers (T5:
+    ACCEPT-SCPP, batches rounded up to a multiple of 8; decoder-only: ACCEPT, left-padded)."""
+    fixture, method, padding = PARITY_RUNS[family]
+    model_dir = request.getfixturevalue(fixture)
     lengths: list[int] = []
 
     class Recording(PaddingCollator):
@@ -68,13 +81,12 @@ def test_dynamic_grouped_run_matches_fixed_padding(tiny_t5_dir, rte_dir, tmp_pat
 
     monkeypatch.setattr(train, "PaddingCollator", Recording)
     fixed, dynamic = tmp_path / "fixed", tmp_path / "dynamic"
-    scpp = ("--scpp", "True", "--sub_dim_scpp", "8", "--codebook_size_scpp", "2")
-    assert main(_argv(tiny_t5_dir, rte_dir, fixed, *scpp)) == 0
+    assert main(_argv(model_dir, rte_dir, fixed, *method)) == 0
     assert set(lengths) == {L}
     lengths.clear()
-    extra = ("--pad_to_max_length", "False", "--group_by_length", "--pad_to_multiple_of", "8")
-    assert main(_argv(tiny_t5_dir, rte_dir, dynamic, *scpp, *extra)) == 0
-    assert max(lengths) < L and all(n % 8 == 0 for n in lengths)
+    extra = ("--pad_to_max_length", "False", "--group_by_length", *padding)
+    assert main(_argv(model_dir, rte_dir, dynamic, *method, *extra)) == 0
+    assert max(lengths) < L and all(n % 8 == 0 for n in lengths if padding)
     a, b = _read(fixed / "all_results.json"), _read(dynamic / "all_results.json")
     for key in ("train_loss", "eval_loss", "test_loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-5), key
@@ -96,7 +108,7 @@ def test_length_grouped_training_batches_and_ordered_evaluation(tiny_t5_dir, tmp
         args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4,
                                  train_sampling_strategy=strategy, report_to="none", seed=0)  # fmt: skip
         trainer = PromptTrainer(model=torch.nn.Linear(1, 1), args=args, processing_class=tokenizer,
-                                data_collator=PaddingCollator(tokenizer, "seq2seq"), family="seq2seq",
+                                data_collator=PaddingCollator(tokenizer, SEQ2SEQ), family=SEQ2SEQ,
                                 max_new_tokens=3, train_dataset=data, eval_dataset=data)  # fmt: skip
         trainer._signature_columns = ["input_ids", "attention_mask", "labels"]
         total = sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())
@@ -113,4 +125,4 @@ def test_length_grouped_training_batches_and_ordered_evaluation(tiny_t5_dir, tmp
 
 def test_dynamic_padding_flags_are_validated(tiny_t5_dir, rte_dir, tmp_path, capsys):
     assert main(_argv(tiny_t5_dir, rte_dir, tmp_path / "b", "--pad_to_multiple_of", "5")) == 2
-    assert f"--pad_to_multiple_of 5 must be >= 1 and divide --max_seq_length {L}" in capsys.readouterr().err
+    assert f"--pad_to_multiple_of 5 must divide --max_seq_length {L}" in capsys.readouterr().err

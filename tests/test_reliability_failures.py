@@ -15,16 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_reliability_support import read_json, train_argv
+from test_reliability_support import no_weights, read_json, train_argv
 
 import train
 from train import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-def no_weights(*args, **kwargs):
-    raise AssertionError("model weights were loaded before the check")
 
 
 # Config errors not covered by test_train_args.py (flags from the other issues): flags, text in the error.

@@ -15,6 +15,7 @@ import test_reliability_support as support
 import torch
 from safetensors.torch import load_file
 from test_reliability_support import (
+    no_weights,
     read_json,
     run_killed_after_checkpoint,
     train_argv,
@@ -163,9 +164,6 @@ def test_explicit_checkpoint_path_resumes(small_t5_dir, rte_data, tmp_path, monk
     assert state["global_step"] == 4 and sorted(losses(other)) == [1, 2, 3, 4]
     assert read_json(other / "run_config.json")["resumed_from"] == str(out / "checkpoint-2")
 
-
-def no_weights(*args, **kwargs):
-    raise AssertionError("model weights were loaded before the check")
 
 
 def fake_checkpoint(model_dir: Path, folder: Path, r: int) -> Path:

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_reliability_support import (
     Killed,
+    no_weights,
     read_json,
     run_killed_after_checkpoint,
     train_argv,
@@ -39,9 +40,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         if p.is_file() and p.name != LOCK_NAME
     }
 
-
-def no_weights(*args, **kwargs):
-    raise AssertionError("model weights were loaded before the check")
 
 
 def test_rerun_of_a_finished_run_leaves_every_file_byte_identical(small_t5_dir, rte_data, tmp_path, capsys):

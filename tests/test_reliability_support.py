@@ -25,6 +25,15 @@ def train_argv(model_dir: Path, data_dir: Path, output_dir: Path, *extra: str) -
     ]  # fmt: skip
 
 
+class WeightsLoaded(BaseException):
+    """Raised where the backbone would load (BaseException: train.py's failure handler lets it through)."""
+
+
+def no_weights(*args, **kwargs):
+    """Stands in for ``training.modeling.load_backbone`` in tests of checks that must come first."""
+    raise WeightsLoaded("model weights were loaded before the check")
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 

@@ -78,7 +78,7 @@ def _alone(tiny_t5_dir, folder, tokenizer, row):
 
 
 def test_predict_two_adapters_with_bad_lines(
-    tiny_t5_dir, adapter_dirs, tmp_path, capsys, caplog, t5_tokenizer
+    tiny_t5_dir, adapter_dirs, tmp_path, capsys, caplog, t5_tokenizer, monkeypatch
 ):
     requests = tmp_path / "requests.jsonl"
     lines = [r if isinstance(r, str) else json.dumps(r) for r in REQUESTS]
@@ -90,8 +90,15 @@ def test_predict_two_adapters_with_bad_lines(
         "--adapter", f"sst2={adapter_dirs['sst2']}",
         "--input", str(requests), "--output", str(output), "--batch_size", "3",
     ]  # fmt: skip
+    formed = []  # the batches of the serving layer's batch former (prompt-plus-input lengths, <= 3 rows)
+    form_batches = predict.form_batches
+    monkeypatch.setattr(predict, "form_batches", lambda *a, **k: formed.append((a, form_batches(*a, **k)))
+                        or formed[-1][1])  # fmt: skip
     result = predict.main(argv)
     assert result["skipped"] == [3, 4, 5]
+    (lengths,), batches = formed[0]
+    assert sorted(i for b in batches for i in b) == list(range(4)) and max(map(len, batches)) <= 3
+    assert batches == form_batches(lengths, max_batch_size=3)
     messages = caplog.text
     assert ":3: invalid JSON" in messages
     assert ":4: unknown task 'cola' (adapters given: rte, sst2)" in messages

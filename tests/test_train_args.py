@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from test_reliability_support import no_weights
 
 from train import main, parse_args
 
@@ -96,8 +97,6 @@ def test_bad_input_fails_fast_naming_the_flag(case, tiny_t5_dir, rte_data, tmp_p
             "--output_dir", str(out), "--do_train", "--max_steps", "1", "--max_seq_length", "16",
             "--prefix_length", "4", "--r", "2", *flags]  # fmt: skip
 
-    def no_weights(*args, **kwargs):
-        raise AssertionError("model weights were loaded before the check")
 
     monkeypatch.setattr("training.modeling.load_backbone", no_weights)
     assert main(argv) == 2
@@ -133,7 +132,7 @@ def test_text_init_default_per_method(flags, expected, tiny_t5_dir, tmp_path):
     model, data, training = parse_args(
         ["--model_name_or_path", str(tiny_t5_dir), "--task_name", "rte", "--output_dir", str(tmp_path / "o"),
          "--prefix_length", "4", "--r", "2", "--max_seq_length", "16", "--sub_dim_scpp", "8",
-         "--sub_dim_scap", "8", *flags]
+         "--sub_dim_scap", "8", "--do_train", *flags]
     )  # fmt: skip
     assert plan_run(model, data, training).peft_config.prompt_tuning_init == expected
 
@@ -149,8 +148,7 @@ def test_a_crash_is_logged_to_output_log(tiny_t5_dir, rte_data, tmp_path, monkey
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr("train.run", crash)
-    with pytest.raises(RuntimeError, match="simulated"):
-        main(argv)
+    assert main(argv) == 1
     log = (out / "output.log").read_text()
     assert "run failed" in log and "RuntimeError: CUDA out of memory (simulated)" in log
 

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoTokenizer, T5ForConditionalGeneration, TrainerCallback
 
 from peft import PromptTuningConfig, get_peft_model
+from peft.family import SEQ2SEQ
 from train import TrainingArguments
 from training.optim import build_linear_schedule, build_optimizer, parameter_groups
 from training.trainer import NonFiniteLossError, PromptTrainer
@@ -128,7 +129,7 @@ def one_update(model_dir, out_dir, batch_size: int, accumulation: int, scaled_fo
     )  # fmt: skip
     trainer = PromptTrainer(
         model=model, args=args, train_dataset=tiny_dataset(tokenizer), processing_class=tokenizer,
-        family="seq2seq", max_new_tokens=3, added_embedding_lr=0.01,
+        family=SEQ2SEQ, max_new_tokens=3, added_embedding_lr=0.01,
     )  # fmt: skip
     if scaled_for_ga:  # what transformers 5 assumes for a forward with **kwargs (the bug being guarded)
         trainer.loss_is_scaled_for_ga = True
@@ -169,7 +170,7 @@ def test_non_finite_loss_stops_before_the_optimizer_step(tiny_t5_dir, tmp_path):
                              learning_rate=0.1, save_strategy="no", report_to="none", disable_tqdm=True,
                              dataloader_pin_memory=False)  # fmt: skip
     trainer = PromptTrainer(model=model, args=args, train_dataset=tiny_dataset(tokenizer),
-                            processing_class=tokenizer, family="seq2seq", max_new_tokens=3)  # fmt: skip
+                            processing_class=tokenizer, family=SEQ2SEQ, max_new_tokens=3)  # fmt: skip
     with pytest.raises(NonFiniteLossError, match=r"at step 2; last finite loss: \d+\.\d+"):
         trainer.train()
     assert trainer.state.global_step == 1

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from peft import BudgetWarning, PromptTuningConfig
+from peft.config import BUDGET_FIELDS
+from training.planner.config_flags import flag_terms
 
 logger = logging.getLogger("train")
 
@@ -50,7 +52,7 @@ def budget_warning(config: PromptTuningConfig | None, token_dim: int, user_flags
     }
     if not problems:
         return None
-    return config.budget_message(problems) + "."
+    return flag_terms(config.budget_message(problems) + ".", BUDGET_FIELDS)
 
 
 def warn_budget(config: PromptTuningConfig | None, token_dim: int, model_args: Any) -> None:

@@ -14,7 +14,7 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase
 
 from metrics import compute_task_metrics
 from metrics.postprocess import decode_generations
-from peft.family import SEQ2SEQ, Family, get_family
+from peft.family import SEQ2SEQ, Family
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TaskMetrics:
     task_name: str
     tokenizer: PreTrainedTokenizerBase
     references: dict[str, SplitReferences]
-    family: Family | str = SEQ2SEQ
+    family: Family = SEQ2SEQ
     labels_list: Sequence[str] | None = None
 
     def for_split(self, split: str) -> SplitMetrics:
@@ -96,7 +96,7 @@ class SplitMetrics:
 
     def _decode(self, predictions, label_ids) -> tuple[list[str], list[str]]:
         """(predictions, references to score them against) as text."""
-        if get_family(self.task.family).generates:
+        if self.task.family.generates:
             texts, references = decode_generations(self.task.tokenizer, predictions, label_ids)
         else:
             texts, references = self._classifier_predictions(predictions), self.references.targets

@@ -47,7 +47,9 @@ def describe_failure(exc: BaseException) -> str:
         return f"a file grew past the file-size limit{target} (ulimit -f): raise the limit, {RERUN}."
     if number in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write{target} ({errno.errorcode[number]}): choose an --output_dir you can write to."
-    if number == errno.ENOMEM or isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+    if number == errno.ENOMEM or isinstance(exc, MemoryError) or any(
+        text in str(exc) for text in ("can't allocate memory", "out of memory")
+    ):
         return (
             "out of memory: lower --per_device_train_batch_size / --per_device_eval_batch_size or "
             f"--max_seq_length, {RERUN}."

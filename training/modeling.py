@@ -19,7 +19,7 @@ from transformers import (
 
 from peft.budget import PROMPT_KINDS, UPDATE_KINDS
 from peft.config import PEFT_TYPES as ADAPTER_PEFT_TYPES
-from peft.family import Family, get_family
+from peft.family import Family
 from training.head_only import load_trained_tensors
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def hidden_size(config: PretrainedConfig) -> int:
 
 
 def load_tokenizer(
-    name_or_path: str, family: Family | str, cache_dir: str | None = None, trust_remote_code: bool = False
+    name_or_path: str, family: Family, cache_dir: str | None = None, trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
     """AutoTokenizer with an explicit padding side (right; left for decoder-only, as the originals pad)
     and pad := eos when the tokenizer has no pad token."""
@@ -62,13 +62,13 @@ def load_tokenizer(
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = get_family(family).padding_side
+    tokenizer.padding_side = family.padding_side
     return tokenizer
 
 
 def load_backbone(
     model_name_or_path: str,
-    family: Family | str,
+    family: Family,
     *,
     num_labels: int | None = None,
     dtype: str = "float32",
@@ -81,7 +81,6 @@ def load_backbone(
         "cache_dir": cache_dir,
         "trust_remote_code": trust_remote_code,
     }
-    family = get_family(family)
     if family.classification_head:
         kwargs["num_labels"] = num_labels
     return family.auto_class.from_pretrained(model_name_or_path, **kwargs)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_pt_utils import safe_globals
 
 from training.identity import changed_flags, identity_differences
 from training.outputs import atomic_write_json
@@ -41,17 +42,20 @@ def read_record(checkpoint: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+# The pickles a resume reads (training_args.bin is written by the Trainer but never read back).
+RESUME_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
 
 
 def check_pickles(checkpoint: str | Path, flag: str) -> None:
     """Every torch pickle of a checkpoint (optimizer, scheduler, RNG state) loads as plain data
     (``weights_only=True``, as the resume will): one that carries code is refused before the backbone loads."""
     for path in sorted(Path(checkpoint).iterdir()):
-        if path.suffix not in PICKLE_SUFFIXES or not path.is_file():
+        per_process_rng = path.name.startswith("rng_state_") and path.suffix == ".pth"
+        if not (path.name in RESUME_PICKLES or per_process_rng) or not path.is_file():
             continue
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            with safe_globals():  # the numpy types of the RNG state, which the Trainer allows too
+                torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for code; other types for a damaged file
             detail = " ".join(str(exc).split())[:200]
             raise RunDirError(

@@ -24,7 +24,7 @@ from transformers import Seq2SeqTrainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from peft.family import Family, get_family
+from peft.family import Family, new_tokens
 from peft.io import load_tensors_into, read_adapter_tensors
 from peft.model import divide_loss_by_accumulation
 from training.evaluation import SplitMetrics
@@ -65,7 +65,7 @@ class PromptTrainer(Seq2SeqTrainer):
     def __init__(
         self,
         *args: Any,
-        family: Family | str,
+        family: Family,
         max_new_tokens: int,
         added_embedding_lr: float | None = None,
         stop_on_nan: bool = True,
@@ -84,7 +84,7 @@ class PromptTrainer(Seq2SeqTrainer):
             divide_loss_by_accumulation(model)
         super().__init__(*args, **kwargs)
         self.add_callback(LogHistoryCallback())
-        self.family = get_family(family)
+        self.family = family
         self.max_new_tokens = max_new_tokens
         self.added_embedding_lr = added_embedding_lr
         self.stop_on_nan = stop_on_nan
@@ -204,11 +204,7 @@ class PromptTrainer(Seq2SeqTrainer):
                 num_beams=self.args.generation_num_beams or 1,
                 do_sample=False,
             )
-        if self.family.answer_in_input:
-            generated = generated[:, inputs["input_ids"].shape[1] :]
-        elif generated.shape[1] > 0 and self._starts_with_decoder_start(generated):
-            generated = generated[:, 1:]
-        generated = self._pad_to(generated, self.max_new_tokens)
+        generated = self._pad_to(new_tokens(generated, inputs["input_ids"], self.family), self.max_new_tokens)
 
         loss = None
         if "labels" in inputs:
@@ -233,10 +229,6 @@ class PromptTrainer(Seq2SeqTrainer):
         finally:
             self.compute_metrics = periodic
         return output.metrics, scorer.decode(output.predictions, output.label_ids)
-
-    def _starts_with_decoder_start(self, generated: torch.Tensor) -> bool:
-        start = getattr(self.model.config, "decoder_start_token_id", None)
-        return start is not None and bool((generated[:, 0] == start).all())
 
     def _pad_to(self, tensor: torch.Tensor, length: int) -> torch.Tensor:
         pad_id = self.processing_class.pad_token_id

@@ -34,7 +34,7 @@ from training.planner.checks import (
     read_model_config,
 )
 from training.planner.resume import check_same_run, resolve_output_dir
-from training.planner.schema import check_against_model, check_relations
+from training.planner.schema import check_against_model, check_locations, check_relations
 
 __all__ = ["ConfigError", "RunPlan", "plan_run"]
 
@@ -102,6 +102,7 @@ def data_sources(task: TaskSpec, data_args: Any, splits: tuple[str, ...]) -> dic
 
 def plan_run(model_args: Any, data_args: Any, training_args: Any) -> RunPlan:
     """Validate the three argument groups and resolve task, family, adapter config and resume point."""
+    check_locations(model_args, data_args, training_args)
     task = check_task(data_args)
     peft_type = model_args.peft_type
     check_peft_type(peft_type)

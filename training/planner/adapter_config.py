@@ -11,6 +11,7 @@ from peft.encoders import SCAP_TRANSFER_KEYS, SCPP_TRANSFER_KEYS
 from peft.family import Family
 from training.planner.checkpoints import check_adapter_tensors
 from training.planner.checks import ConfigError
+from training.planner.config_flags import in_flag_terms
 
 
 def resolve_text_init(model_args: Any, kinds: tuple[str, str]) -> bool:
@@ -64,7 +65,7 @@ def build_peft_config(model_args: Any, data_args: Any, family: Family, token_dim
     try:
         config.validate(token_dim=token_dim)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(in_flag_terms(exc)) from exc
     for ckpt, keys, flag in (
         (scpp_ckpt, SCPP_TRANSFER_KEYS, "--pretrain_scpp_ckpt"),
         (scap_ckpt, SCAP_TRANSFER_KEYS, "--pretrain_scap_ckpt"),

@@ -235,24 +235,33 @@ def flag_problem(name: str, value: Any) -> str | None:
     return f"--{name} {value}: {problem}{hint}."
 
 
-def check_values(values: Iterable[tuple[str, Any]]) -> None:
-    """ConfigError for the first (flag, value) pair that breaks its rule."""
+def check_values(values: Iterable[tuple[str, Any]], kind: type = object) -> None:
+    """ConfigError for the first (flag, value) pair that breaks its rule (only rules of ``kind``)."""
     for name, value in values:
-        problem = flag_problem(name, value)
-        if problem:
-            raise ConfigError(problem)
+        if isinstance(RULES.get(name), kind):
+            problem = flag_problem(name, value)
+            if problem:
+                raise ConfigError(problem)
 
 
 def check_flags(arguments: Any) -> None:
-    """Apply the rules to every field of an argument dataclass (``train.py``'s three groups), after its
-    declared type (a ``.json`` argument file is not type-checked by the parser)."""
+    """The declared type and the ``Number`` rules of every field of an argument dataclass (``train.py``'s
+    three groups; a ``.json`` argument file is not type-checked by the parser). Paths are checked by
+    ``check_locations`` when a run starts, so that a command can be parsed where its folders do not exist."""
     hints = declared_types(type(arguments))
     for item in dataclasses.fields(arguments):
         value = getattr(arguments, item.name)
         expected = declared_type_problem(value, hints.get(item.name))
         if expected:
             raise ConfigError(f"--{item.name} {value!r}: must be {expected}.")
-    check_values((item.name, getattr(arguments, item.name)) for item in dataclasses.fields(arguments))
+    check_values(((item.name, getattr(arguments, item.name)) for item in dataclasses.fields(arguments)), Number)
+
+
+def check_locations(*argument_groups: Any) -> None:
+    """The ``Location`` rules of every path flag of the argument groups."""
+    for arguments in argument_groups:
+        fields = dataclasses.fields(arguments)
+        check_values(((item.name, getattr(arguments, item.name)) for item in fields), Location)
 
 
 @functools.cache
