@@ -27,23 +27,7 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
     or a legacy .bin with weights_only=True) before any model weights load.
     """
     path = Path(model_args.peft_model_id)
-    flag = f"--peft_model_id {path}"
-    try:
-        config = PromptTuningConfig.from_pretrained(path)
-        config.validate(token_dim=token_dim, check_init=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{flag}: {exc}") from exc
-    if config.token_dim is not None and config.token_dim != token_dim:
-        raise ConfigError(
-            f"{flag}: the adapter was saved for token_dim (d) {config.token_dim}, but "
-            f"{model_args.model_name_or_path} has d={token_dim}."
-        )
-    if config.task_type is not None and config.task_type != family.task_type:
-        raise ConfigError(
-            f"{flag}: the adapter was saved for task_type {config.task_type}, but "
-            f"{model_args.model_name_or_path} is a {family} model ({family.task_type})."
-        )
-    check_adapter_tensors(path, config, token_dim, flag, with_head=family.classification_head)
+    config = check_saved_adapter(path, token_dim, family, f"--peft_model_id {path}", model_args.model_name_or_path)
     cli = {
         "peft_type": model_args.peft_type,
         "num_virtual_tokens": model_args.prefix_length,
@@ -64,6 +48,30 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
             path,
             ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in differing.items()),
         )
+    return config
+
+
+def check_saved_adapter(
+    folder: str | Path, token_dim: int, family: Family, flag: str, model_name: str
+) -> PromptTuningConfig:
+    """The config of a saved adapter folder, checked against the model (width d, family) and against the
+    tensors in the folder (read safely, every tensor present and finite, nothing foreign) before any model
+    weights load; used by ``train.py --peft_model_id`` and ``scripts/predict.py --adapter``."""
+    try:
+        config = PromptTuningConfig.from_pretrained(folder)
+        config.validate(token_dim=token_dim, check_init=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+    if config.token_dim is not None and config.token_dim != token_dim:
+        raise ConfigError(
+            f"{flag}: the adapter was saved for token_dim (d) {config.token_dim}, but {model_name} has d={token_dim}."
+        )
+    if config.task_type is not None and config.task_type != family.task_type:
+        raise ConfigError(
+            f"{flag}: the adapter was saved for task_type {config.task_type}, but {model_name} is a {family} "
+            f"model ({family.task_type})."
+        )
+    check_adapter_tensors(folder, config, token_dim, flag, with_head=family.classification_head)
     return config
 
 

@@ -291,6 +291,20 @@ def declared_type_problem(value: Any, annotation: Any) -> str | None:
     return " or ".join(_TYPE_WORDS[option] for option in plain)
 
 
+def check_device(device: str) -> None:
+    """A ``--device`` that exists on this machine (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--device {device}: not a device name ({exc}); use cpu or cuda.") from exc
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {device}: no such CUDA device on this machine; use --device cpu.")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available on this machine; use --device cpu.")
+
+
 def check_relations(model_args: Any, data_args: Any, training_args: Any) -> None:
     """Rules between flags (each group's own values were checked when it was parsed)."""
     multiple = data_args.pad_to_multiple_of
