@@ -47,6 +47,8 @@ from training.logs import (
 from training.modeling import (
     DTYPES,
     PEFT_TYPES,
+    PROMPT_KINDS,
+    UPDATE_KINDS,
     build_model,
     load_tokenizer,
     log_parameter_table,
@@ -83,6 +85,7 @@ class ModelArguments:
         default="PROMPT_TUNING_LORA",
         metadata={
             "help": "PROMPT_TUNING (vanilla PT), PROMPT_TUNING_LORA (DePT; ACCEPT with --scpp/--scap), "
+            "PROMPT_TUNING_DPT (DPT), PROMPT_TUNING_LODIM (ULPT), PROMPT_TUNING_LORAX (ADePT), "
             "or the encoder-classifier baselines HEAD_ONLY (train the head of a frozen backbone) and FULL "
             "(train everything).",
             "choices": list(PEFT_TYPES),
@@ -92,7 +95,8 @@ class ModelArguments:
     r: int = field(
         default=30,
         metadata={
-            "help": "DePT rank of the added update A (L x r) B (r x d); unused with --scap. Alias --lora_rank "
+            "help": "DePT rank of the added update A (L x r) B (r x d), or ADePT's (tokenwise) rank; unused with "
+            "--scap. Alias --lora_rank "
             "(torchrun and accelerate launch reject --r as an ambiguous abbreviation of their own flags).",
             "aliases": ["--lora_rank"],
         },
@@ -110,6 +114,30 @@ class ModelArguments:
     codebook_size_scpp: int = field(default=12, metadata={"help": "C_p, codewords per SCPP codebook."})
     sub_dim_scap: int = field(default=32, metadata={"help": "s_a, sub-vector width of SCAP (must divide d)."})
     codebook_size_scap: int = field(default=4, metadata={"help": "C_a, codewords per SCAP codebook."})
+    lodim_r: int = field(
+        default=2,
+        metadata={"help": "r_p, rank of the DPT / ULPT prompt Z (m x r_p) W (r_p x d) (ULPT's flag)."},
+    )
+    num_random_proj: int = field(
+        default=1,
+        metadata={"help": "G, ULPT's frozen random projections, one per m / G prompt rows (must divide m)."},
+    )
+    prompt_kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "The prepended prompt, overriding --peft_type's: dense (PT), codebook (SCPP), lowrank (DPT) "
+            "or random_projection (ULPT).",
+            "choices": list(PROMPT_KINDS),
+        },
+    )
+    update_kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "The added update, overriding --peft_type's: none, lowrank (DePT), codebook (SCAP) or "
+            "tokenwise (ADePT; rank --r).",
+            "choices": list(UPDATE_KINDS),
+        },
+    )
     text_init: bool | None = field(
         default=None,
         metadata={

@@ -1,4 +1,4 @@
-"""Prompt tuning, DePT and ACCEPT (SCPP / SCAP) adapters for frozen HuggingFace models.
+"""Prompt tuning, DePT, ACCEPT (SCPP / SCAP), DPT, ULPT and ADePT adapters for frozen HuggingFace models.
 
 Written for this project (not HuggingFace PEFT); it shadows an installed ``peft`` distribution and
 provides the names transformers' Trainer imports from it (``PeftModel``, ``PeftMixedModel``).

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (ValueError, OSError) as exc:
         fail(str(exc))
     configs = {task: model.peft_config[adapter_name(task)] for task in args.adapters}
-    lengths = {task: c.max_length if c.has_added else args.max_seq_length for task, c in configs.items()}
+    lengths = {task: c.max_length if c.update_needs_length else args.max_seq_length for task, c in configs.items()}
     target_lengths = {task: max_target_length(task, tokenizer) for task in args.adapters}
     tokenize_requests(requests, tokenizer, family, lengths, target_lengths)
     lengths_of = request_lengths(model, [len(r.features["input_ids"]) for r in requests],

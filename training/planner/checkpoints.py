@@ -13,7 +13,7 @@ from peft import PromptTuningConfig
 from peft.config import SHAPE_FIELDS
 from peft.encoders import ADAPTER_KEYS, PromptAdapter
 from peft.family import Family
-from peft.io import check_adapter_state, read_adapter_tensors
+from peft.io import check_adapter_state, read_adapter_tensors, with_original_projection
 from training.planner.checks import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
         "max_length": data_args.max_seq_length,
         "scpp": model_args.scpp,
         "scap": model_args.scap,
+        "lodim_r": model_args.lodim_r,
+        "num_random_proj": model_args.num_random_proj,
+        "prompt_kind": model_args.prompt_kind,
+        "update_kind": model_args.update_kind,
     }
     differing = {k: (v, getattr(config, k)) for k, v in cli.items() if getattr(config, k) != v}
     if differing:
@@ -91,8 +95,9 @@ def check_adapter_tensors(
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{flag}: {exc}") from exc
     with torch.device("meta"):
-        expected = PromptAdapter(config, token_dim).named_adapter_tensors()
+        expected = PromptAdapter(config, token_dim).named_saved_tensors()
     try:
+        state = with_original_projection(state, expected, folder)
         check_adapter_state(state, expected if keys is None else keys, flag)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -134,6 +134,8 @@ RULES: dict[str, Number | Location] = {
     "codebook_size_scpp": at_least(1),
     "sub_dim_scap": at_least(1, "it must divide the model width d"),
     "codebook_size_scap": at_least(1),
+    "lodim_r": at_least(1, "r_p, the rank of the DPT / ULPT prompt"),
+    "num_random_proj": at_least(1, "G, ULPT's random projections (must divide --prefix_length)"),
     "model_name_or_path": Location("dir_or_hub"),
     "tokenizer_name": Location("dir_or_hub"),
     "peft_model_id": Location("dir", "a saved adapter folder (adapter_config.json and its weights)"),
