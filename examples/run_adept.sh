@@ -4,6 +4,7 @@
 # settings: lr 0.3 / 0.4, added lr 1e-4 (the token-wise network's), batch 32, warmup 500. Text init
 # (ADePT keeps DePT's default) unless TEXT_INIT=False. Weight decay: the published --weight_decay 1e-2 is
 # ignored by ADePT's optimizer as by DePT's (docs/fidelity.md#f-optim); WEIGHT_DECAY=1e-2 applies it here.
+# (--dry_run lists the runs; WORKERS, LAUNCHER and the Slurm variables: examples/launch.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,24 +25,18 @@ DATA_DIR=${DATA_DIR:-}
 OUT_ROOT=${OUT_ROOT:-outputs/baselines}
 
 source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+source examples/launch.sh             # LAUNCH: --launcher/--workers/Slurm flags from LAUNCHER, WORKERS, ...
 
-for TASK in $TASKS; do
-  STEPS=30000
-  [[ " $LARGE_TASKS " == *" $TASK "* ]] && STEPS=300000
-  for LR in $LRS; do
-    for ALR in $ADDED_LRS; do
-      for SEED in $SEEDS; do
-        OUT=$OUT_ROOT/$MODEL/ADePT/$TASK/lr${LR}_alr${ALR}_pl${PREFIX_LENGTH}_r${R}_L${MAX_LENGTH}_st${STEPS}_seed${SEED}
-        python train.py \
-          --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
-          --peft_type PROMPT_TUNING_LORAX --text_init $TEXT_INIT \
-          --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
-          --learning_rate $LR --lora_embedding_lr $ALR \
-          --max_steps $STEPS --warmup_steps $WARMUP --seed $SEED \
-          --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
-          "${PAPER_SCHEDULE[@]}" --weight_decay "$WEIGHT_DECAY" \
-          --output_dir "$OUT"
-      done
-    done
-  done
-done
+# shellcheck disable=SC2086
+exec python scripts/sweep.py "${LAUNCH[@]}" "$@" \
+  --root "$OUT_ROOT/$MODEL/ADePT" \
+  --name "{task_name}/lr{learning_rate}_alr{lora_embedding_lr}_pl{prefix_length}_r{r}_L{max_seq_length}_st{max_steps}_seed{seed}" \
+  --sweep task_name $TASKS --sweep learning_rate $LRS --sweep lora_embedding_lr $ADDED_LRS --sweep seed $SEEDS \
+  --when "task_name=${LARGE_TASKS// /,}" max_steps=300000 \
+  -- \
+  --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+  --peft_type PROMPT_TUNING_LORAX --text_init $TEXT_INIT \
+  --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
+  --max_steps 30000 --warmup_steps $WARMUP \
+  --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
+  "${PAPER_SCHEDULE[@]}" --weight_decay "$WEIGHT_DECAY"

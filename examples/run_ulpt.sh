@@ -4,6 +4,7 @@
 # 1,736 parameters (2.3% of PT with 100 tokens). NUM_RANDOM_PROJ > 1 gives each m / G rows their own W.
 # Weight decay: the README's --weight_decay 1e-5 sits on DePT's training script, whose optimizer ignores
 # it (docs/fidelity.md#f-optim); WEIGHT_DECAY=1e-5 applies it here.
+# (--dry_run lists the runs; WORKERS, LAUNCHER and the Slurm variables: examples/launch.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,22 +24,18 @@ DATA_DIR=${DATA_DIR:-}
 OUT_ROOT=${OUT_ROOT:-outputs/baselines}
 
 source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+source examples/launch.sh             # LAUNCH: --launcher/--workers/Slurm flags from LAUNCHER, WORKERS, ...
 
-for TASK in $TASKS; do
-  STEPS=30000
-  [[ " $LARGE_TASKS " == *" $TASK "* ]] && STEPS=300000
-  for LR in $LRS; do
-    for SEED in $SEEDS; do
-      OUT=$OUT_ROOT/$MODEL/ULPT/$TASK/lr${LR}_pl${PREFIX_LENGTH}_r${LODIM_R}_g${NUM_RANDOM_PROJ}_L${MAX_LENGTH}_st${STEPS}_seed${SEED}
-      python train.py \
-        --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
-        --peft_type PROMPT_TUNING_LODIM --lodim_r $LODIM_R --num_random_proj $NUM_RANDOM_PROJ \
-        --prefix_length $PREFIX_LENGTH --max_seq_length $MAX_LENGTH \
-        --learning_rate $LR \
-        --max_steps $STEPS --warmup_steps $WARMUP --seed $SEED \
-        --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
-        "${PAPER_SCHEDULE[@]}" --weight_decay "$WEIGHT_DECAY" \
-        --output_dir "$OUT"
-    done
-  done
-done
+# shellcheck disable=SC2086
+exec python scripts/sweep.py "${LAUNCH[@]}" "$@" \
+  --root "$OUT_ROOT/$MODEL/ULPT" \
+  --name "{task_name}/lr{learning_rate}_pl{prefix_length}_r{lodim_r}_g{num_random_proj}_L{max_seq_length}_st{max_steps}_seed{seed}" \
+  --sweep task_name $TASKS --sweep learning_rate $LRS --sweep seed $SEEDS \
+  --when "task_name=${LARGE_TASKS// /,}" max_steps=300000 \
+  -- \
+  --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+  --peft_type PROMPT_TUNING_LODIM --lodim_r $LODIM_R --num_random_proj $NUM_RANDOM_PROJ \
+  --prefix_length $PREFIX_LENGTH --max_seq_length $MAX_LENGTH \
+  --max_steps 30000 --warmup_steps $WARMUP \
+  --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
+  "${PAPER_SCHEDULE[@]}" --weight_decay "$WEIGHT_DECAY"

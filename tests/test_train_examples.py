@@ -27,6 +27,8 @@ AXES = {
     "run_fewshot.sh": (["TASKS", "K_SHOTS", "SEEDS"], 0),
     "run_transfer.sh": (["TARGET_TASKS", "TARGET_LRS"], 1),  # + the source run
     "run_tiny.sh": (["METHODS", "SEEDS"], 0),
+    "run_ulpt.sh": (["TASKS", "LRS", "SEEDS"], 0),
+    "run_adept.sh": (["TASKS", "LRS", "ADDED_LRS", "SEEDS"], 0),
 }
 
 
