@@ -487,13 +487,6 @@ class PeftModel(nn.Module):
         return inputs.group_rows(adapter_names, batch, [*self.peft_config, BASE_ADAPTER])
 
 
-class PeftMixedModel(nn.Module):
-    """Placeholder so that ``from peft import PeftMixedModel`` (transformers' Trainer) works; never built."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("Mixed adapters are not supported; use get_peft_model.")
-
-
 def get_peft_model(model: nn.Module, peft_config: PromptTuningConfig, tokenizer: Any = None) -> PeftModel:
     """Freeze ``model`` and wrap it with a fresh adapter for its family.
 

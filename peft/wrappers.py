@@ -311,3 +311,10 @@ class PeftModelForSequenceClassification(PeftModel):
                     counted += labelled
         loss = loss_sum / counted if loss_sum is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class PeftMixedModel(nn.Module):
+    """Placeholder so that ``from peft import PeftMixedModel`` (transformers' Trainer) works; never built."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("Mixed adapters are not supported; use get_peft_model.")
