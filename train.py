@@ -18,7 +18,7 @@ import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
@@ -48,6 +48,8 @@ from training.logs import (
 from training.modeling import (
     DTYPES,
     PEFT_TYPES,
+    PROMPT_KINDS,
+    UPDATE_KINDS,
     build_model,
     load_tokenizer,
     log_parameter_table,
@@ -87,6 +89,7 @@ class ModelArguments:
         default="PROMPT_TUNING_LORA",
         metadata={
             "help": "PROMPT_TUNING (vanilla PT), PROMPT_TUNING_LORA (DePT; ACCEPT with --scpp/--scap), "
+            "PROMPT_TUNING_DPT (DPT), PROMPT_TUNING_LODIM (ULPT), PROMPT_TUNING_LORAX (ADePT), "
             "or the encoder-classifier baselines HEAD_ONLY (train the head of a frozen backbone) and FULL "
             "(train everything).",
             "choices": list(PEFT_TYPES),
@@ -96,7 +99,8 @@ class ModelArguments:
     r: int = field(
         default=30,
         metadata={
-            "help": "DePT rank of the added update A (L x r) B (r x d); unused with --scap. Alias --lora_rank "
+            "help": "DePT rank of the added update A (L x r) B (r x d), or ADePT's (tokenwise) rank; unused with "
+            "--scap. Alias --lora_rank "
             "(torchrun and accelerate launch reject --r as an ambiguous abbreviation of their own flags).",
             "aliases": ["--lora_rank"],
         },
@@ -114,6 +118,30 @@ class ModelArguments:
     codebook_size_scpp: int = field(default=12, metadata={"help": "C_p, codewords per SCPP codebook."})
     sub_dim_scap: int = field(default=32, metadata={"help": "s_a, sub-vector width of SCAP (must divide d)."})
     codebook_size_scap: int = field(default=4, metadata={"help": "C_a, codewords per SCAP codebook."})
+    lodim_r: int = field(
+        default=2,
+        metadata={"help": "r_p, rank of the DPT / ULPT prompt Z (m x r_p) W (r_p x d) (ULPT's flag)."},
+    )
+    num_random_proj: int = field(
+        default=1,
+        metadata={"help": "G, ULPT's frozen random projections, one per m / G prompt rows (must divide m)."},
+    )
+    prompt_kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "The prepended prompt, overriding --peft_type's: dense (PT), codebook (SCPP), lowrank (DPT) "
+            "or random_projection (ULPT).",
+            "choices": list(PROMPT_KINDS),
+        },
+    )
+    update_kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "The added update, overriding --peft_type's: none, lowrank (DePT), codebook (SCAP) or "
+            "tokenwise (ADePT; rank --r).",
+            "choices": list(UPDATE_KINDS),
+        },
+    )
     text_init: bool | None = field(
         default=None,
         metadata={
@@ -441,7 +469,7 @@ def run(
     plan: RunPlan,
     raw_splits,
 ) -> int:
-    """The run after validation: tokenise, build the model, train, evaluate, predict, write results.
+    """The run after the gate: tokenise, build the model, train, evaluate, write the results.
 
     When an earlier call of the same command finished training (final adapter and ``train_results.json``
     written) but not the evaluation, training is not redone: its weights are loaded and evaluated.
@@ -450,31 +478,22 @@ def run(
     trained_before = training_args.do_train and training_finished(output_dir)
     if training_args.should_save and not trained_before:
         write_identity(output_dir, plan.identity)  # first: a run killed at any point can be compared
-    logger.info(
-        "task %s | method %s | family %s | d=%d", plan.task.name, plan.method, plan.family, plan.token_dim
-    )
-    logger.info("model arguments %s", asdict(model_args))
-    logger.info("data arguments %s", asdict(data_args))
-    logger.info("training arguments %s", training_args.to_json_string())
+    logger.info("task %s | method %s | family %s | d=%d", plan.task.name, plan.method, plan.family, plan.token_dim)
+    for name, values in (("model", asdict(model_args)), ("data", asdict(data_args)),
+                         ("training", training_args.to_json_string())):  # fmt: skip
+        logger.info("%s arguments %s", name, values)
 
     tokenizer = load_tokenizer(
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        plan.family,
-        model_args.cache_dir,
+        model_args.tokenizer_name or model_args.model_name_or_path, plan.family, model_args.cache_dir,
         trust_remote_code=model_args.trust_remote_code,
-    )
+    )  # fmt: skip
     target_length = max_target_length(plan.task.name, tokenizer, training_args.generation_max_length)
     with interrupts_kept():  # the datasets library swallows a Ctrl-C while it fingerprints the map
         tokenized = tokenize_splits(
-            raw_splits,
-            tokenizer,
-            plan.family,
-            data_args.max_seq_length,
-            target_length,
-            pad_to_max_length=data_args.pad_to_max_length,
-            num_proc=data_args.preprocessing_num_workers,
+            raw_splits, tokenizer, plan.family, data_args.max_seq_length, target_length,
+            pad_to_max_length=data_args.pad_to_max_length, num_proc=data_args.preprocessing_num_workers,
             overwrite_cache=data_args.overwrite_cache,
-        )
+        )  # fmt: skip
 
     set_seed(training_args.seed)  # before the adapter init, which draws from the global RNG
     with library_budget_warnings_off():  # reported once, by warn_budget in main()
@@ -482,77 +501,29 @@ def run(
     log_parameter_table(model)
     trainable, total = parameter_counts(model)
     if training_args.should_save and not trained_before:
-        write_run_config(
-            output_dir,
-            {
-                "task_name": plan.task.name,
-                "method": plan.method,
-                "peft_type": model_args.peft_type,
-                "model_name_or_path": model_args.model_name_or_path,
-                "model_family": plan.family.name,
-                "seed": training_args.seed,
-                "learning_rate": training_args.learning_rate,
-                "added_embedding_lr": training_args.added_embedding_lr,
-                "trainable_params": trainable,
-                "metric_for_best_model": plan.task.metric_for_best_model,
-                "resumed_from": relative_to_run(plan.resume_from_checkpoint, output_dir),
-                "resume_changed_flags": plan.resume_changes,
-            },
-            model_args=model_args,
-            data_args=data_args,
-            training_args=training_args,
-        )
+        write_run_config(output_dir, run_summary(plan, model_args, training_args, trainable),
+                         model_args=model_args, data_args=data_args, training_args=training_args)  # fmt: skip
 
     task_metrics = TaskMetrics(
-        task_name=plan.task.name,
-        tokenizer=tokenizer,
-        references={
-            name: SplitReferences.from_dataset(split) for name, split in raw_splits.items() if name != "train"
-        },
-        family=plan.family,
-        labels_list=plan.task.labels_list,
-    )
+        task_name=plan.task.name, tokenizer=tokenizer, family=plan.family, labels_list=plan.task.labels_list,
+        references={name: SplitReferences.from_dataset(split) for name, split in raw_splits.items()
+                    if name != "train"},
+    )  # fmt: skip
     trainer = PromptTrainer(
-        model=model,
-        args=training_args,
+        model=model, args=training_args, train_dataset=tokenized.get("train"),
+        eval_dataset=tokenized.get("validation"), processing_class=tokenizer,
         data_collator=PaddingCollator(
-            tokenizer,
-            plan.family,
+            tokenizer, plan.family, pad_to_multiple_of=data_args.pad_to_multiple_of,
             max_seq_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
-            pad_to_multiple_of=data_args.pad_to_multiple_of,
         ),
-        train_dataset=tokenized.get("train"),
-        eval_dataset=tokenized.get("validation"),
-        processing_class=tokenizer,
-        compute_metrics=task_metrics.for_split("validation"),
-        family=plan.family,
-        max_new_tokens=target_length,
-        added_embedding_lr=training_args.added_embedding_lr,
-        stop_on_nan=training_args.stop_on_nan,
+        compute_metrics=task_metrics.for_split("validation"), family=plan.family, max_new_tokens=target_length,
+        added_embedding_lr=training_args.added_embedding_lr, stop_on_nan=training_args.stop_on_nan,
         identity=plan.identity,
-    )
+    )  # fmt: skip
     progress = use_console_progress(trainer)
     if trainer.is_world_process_zero():
-        for line in plan_lines(
-            model_name=model_args.model_name_or_path,
-            model_type=plan.model_config.model_type,
-            family=plan.family,
-            token_dim=plan.token_dim,
-            task=plan.task.name,
-            split_sizes={name: len(split) for name, split in tokenized.items()},
-            method=plan.method,
-            trainable=trainable,
-            total=total,
-            training_args=training_args,
-            resume_from=plan.resume_from_checkpoint,
-        ):
-            say("%s", line)
-    if plan.peft_config is not None and not training_args.do_train and not model_args.pretrain_init:
-        logger.warning(
-            "evaluating a %s adapter that is neither trained nor loaded: its scores are those of a random "
-            "initialisation (pass --do_train, or --peft_model_id DIR to evaluate a saved adapter)",
-            plan.method,
-        )
+        announce(plan, model_args, training_args, {name: len(split) for name, split in tokenized.items()},
+                 trainable, total)  # fmt: skip
 
     if trained_before:
         logger.info("training finished in an earlier call; evaluating its weights from %s", output_dir)
@@ -567,37 +538,76 @@ def run(
         finally:
             progress.close()
         trainer.save_model()  # adapter only (best weights when --load_best_model_at_end), tokenizer
-        # total_flos is a Trainer counter, not a result (transformers' own printing callbacks drop it too).
-        train_metrics = {k: v for k, v in result.metrics.items() if k != "total_flos"}
-        train_metrics["train_samples"] = len(tokenized["train"])
-        trainer.save_state()  # before train_results.json, which marks training as finished
-        if trainer.is_world_process_zero():
-            save_split_metrics(output_dir, "train", train_metrics)
-            label = f"trained {trainer.state.global_step} steps in {train_metrics.get('train_runtime', 0):.0f} s"
-            say("%s", metrics_line(label, train_metrics, "train"))
+        save_train_metrics(trainer, result, len(tokenized["train"]), output_dir)
 
-    for split, prefix, enabled in (
-        ("validation", "eval", training_args.do_eval),
-        ("test", "test", training_args.do_predict),
-    ):
-        if not enabled:
-            continue
-        scorer = task_metrics.for_split(split)
-        metrics, predictions = trainer.predict_split(tokenized[split], scorer, prefix)
-        if prefix == "eval" and trainer.state.epoch is not None:
-            metrics["epoch"] = trainer.state.epoch
-        if trainer.is_world_process_zero():
-            save_split_metrics(output_dir, prefix, metrics)
-            say("%s", metrics_line(split, metrics, prefix))
-            refs = scorer.references
-            write_predictions(output_dir / f"predictions_{prefix}.jsonl", refs.sources, refs.targets, predictions)
-
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        if prefix == "eval" and training_args.do_eval or prefix == "test" and training_args.do_predict:
+            evaluate_split(trainer, task_metrics.for_split(split), tokenized[split], split, prefix, output_dir)
     if trainer.is_world_process_zero():
         write_all_results(
             output_dir, {"trainable_params": trainable, "trainable_params_percent": 100.0 * trainable / total}
         )
         say("results in %s (all_results.json; the full log is output.log)", output_dir)
     return 0
+
+
+def run_summary(
+    plan: RunPlan, model_args: ModelArguments, training_args: TrainingArguments, trainable: int
+) -> dict[str, Any]:
+    """The head of ``run_config.json``: what the run is, in the keys the result scripts read."""
+    return {
+        "task_name": plan.task.name, "method": plan.method, "peft_type": model_args.peft_type,
+        "model_name_or_path": model_args.model_name_or_path, "model_family": plan.family.name,
+        "seed": training_args.seed, "learning_rate": training_args.learning_rate,
+        "added_embedding_lr": training_args.added_embedding_lr, "trainable_params": trainable,
+        "metric_for_best_model": plan.task.metric_for_best_model, "resume_changed_flags": plan.resume_changes,
+        "resumed_from": relative_to_run(plan.resume_from_checkpoint, training_args.output_dir),  # movable
+    }  # fmt: skip
+
+
+def announce(
+    plan: RunPlan, model_args: ModelArguments, training_args: TrainingArguments, split_sizes: dict[str, int],
+    trainable: int, total: int,
+) -> None:  # fmt: skip
+    """The run's plan on the console, and a warning when an adapter is evaluated without training."""
+    for line in plan_lines(
+        model_name=model_args.model_name_or_path, model_type=plan.model_config.model_type, family=plan.family,
+        token_dim=plan.token_dim, task=plan.task.name, split_sizes=split_sizes, method=plan.method,
+        trainable=trainable, total=total, training_args=training_args, resume_from=plan.resume_from_checkpoint,
+    ):  # fmt: skip
+        say("%s", line)
+    if plan.peft_config is not None and not training_args.do_train and not model_args.pretrain_init:
+        logger.warning(
+            "evaluating a %s adapter that is neither trained nor loaded: its scores are those of a random "
+            "initialisation (pass --do_train, or --peft_model_id DIR to evaluate a saved adapter)",
+            plan.method,
+        )
+
+
+def save_train_metrics(trainer: PromptTrainer, result: Any, train_rows: int, output_dir: Path) -> None:
+    """``train_results.json`` and the trainer state after training (``total_flos``, a Trainer counter and
+    not a result, is left out as transformers' own printing callbacks leave it out)."""
+    metrics = {k: v for k, v in result.metrics.items() if k != "total_flos"}
+    metrics["train_samples"] = train_rows
+    trainer.save_state()  # before train_results.json, which marks training as finished
+    if trainer.is_world_process_zero():
+        save_split_metrics(output_dir, "train", metrics)
+        label = f"trained {trainer.state.global_step} steps in {metrics.get('train_runtime', 0):.0f} s"
+        say("%s", metrics_line(label, metrics, "train"))
+
+
+def evaluate_split(
+    trainer: PromptTrainer, scorer: Any, dataset: Any, split: str, prefix: str, output_dir: Path
+) -> None:
+    """Score one split: ``<prefix>_results.json``, its predictions file and one console line."""
+    metrics, predictions = trainer.predict_split(dataset, scorer, prefix)
+    if prefix == "eval" and trainer.state.epoch is not None:
+        metrics["epoch"] = trainer.state.epoch
+    if trainer.is_world_process_zero():
+        save_split_metrics(output_dir, prefix, metrics)
+        say("%s", metrics_line(split, metrics, prefix))
+        refs = scorer.references
+        write_predictions(output_dir / f"predictions_{prefix}.jsonl", refs.sources, refs.targets, predictions)
 
 
 if __name__ == "__main__":

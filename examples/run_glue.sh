@@ -2,6 +2,7 @@
 # ACCEPT (SCPP + SCAP) on GLUE with T5-base: the paper's setting (ACCEPT README and example scripts).
 # Budget: SCPP (s_p=32, C_p=20) = 44,160 + SCAP (s_a=256, C_a=20) = 30,720 -> 74,880 ("74.9K", Table 1),
 # within PT with 100 tokens (76,800). Edit the variables, then: bash examples/run_glue.sh
+# (--dry_run lists the 96 runs; WORKERS, LAUNCHER and the Slurm variables: examples/launch.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,26 +23,20 @@ DATA_DIR=${DATA_DIR:-}                # local data root (<dir>/<task>/<split>.js
 OUT_ROOT=${OUT_ROOT:-outputs/glue}
 
 source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+source examples/launch.sh             # LAUNCH: --launcher/--workers/Slurm flags from LAUNCHER, WORKERS, ...
 
-for TASK in $TASKS; do
-  STEPS=30000
-  [[ " $LARGE_TASKS " == *" $TASK "* ]] && STEPS=300000
-  for LR in $LRS; do
-    for ALR in $ADDED_LRS; do
-      for SEED in $SEEDS; do
-        OUT=$OUT_ROOT/$MODEL/ACCEPT/$TASK/lr${LR}_alr${ALR}_pl${PREFIX_LENGTH}_p${SUB_DIM_SCPP}x${CODEBOOK_SIZE_SCPP}_a${SUB_DIM_SCAP}x${CODEBOOK_SIZE_SCAP}_L${MAX_LENGTH}_st${STEPS}_seed${SEED}
-        python train.py \
-          --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
-          --peft_type PROMPT_TUNING_LORA --scpp True --scap True \
-          --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
-          --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
-          --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
-          --learning_rate $LR --added_embedding_lr $ALR \
-          --max_steps $STEPS --warmup_steps $WARMUP --seed $SEED \
-          --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
-          "${PAPER_SCHEDULE[@]}" \
-          --output_dir "$OUT"
-      done
-    done
-  done
-done
+# shellcheck disable=SC2086
+exec python scripts/sweep.py "${LAUNCH[@]}" "$@" \
+  --root "$OUT_ROOT/$MODEL/ACCEPT" \
+  --name "{task_name}/lr{learning_rate}_alr{added_embedding_lr}_pl{prefix_length}_p{sub_dim_scpp}x{codebook_size_scpp}_a{sub_dim_scap}x{codebook_size_scap}_L{max_seq_length}_st{max_steps}_seed{seed}" \
+  --sweep task_name $TASKS --sweep learning_rate $LRS --sweep added_embedding_lr $ADDED_LRS --sweep seed $SEEDS \
+  --when "task_name=${LARGE_TASKS// /,}" max_steps=300000 \
+  -- \
+  --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+  --peft_type PROMPT_TUNING_LORA --scpp True --scap True \
+  --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
+  --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
+  --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
+  --max_steps 30000 --warmup_steps $WARMUP \
+  --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
+  "${PAPER_SCHEDULE[@]}"

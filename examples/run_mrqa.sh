@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ACCEPT (SCPP + SCAP) on the MRQA tasks with T5-base: L = 512, 300k steps, batch 16 x 2 accumulation.
 # Budget at L=512: SCPP (32, 20) = 44,160 + SCAP (128, 8) = 30,720 (the same added size as DePT m=60, r=24).
+# (--dry_run lists the runs; WORKERS, LAUNCHER and the Slurm variables: examples/launch.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,25 +23,20 @@ DATA_DIR=${DATA_DIR:-}
 OUT_ROOT=${OUT_ROOT:-outputs/mrqa}
 
 source examples/paper_schedule.sh     # PAPER_SCHEDULE: eval/checkpoint flags, --weight_decay 0
+source examples/launch.sh             # LAUNCH: --launcher/--workers/Slurm flags from LAUNCHER, WORKERS, ...
 
-for TASK in $TASKS; do
-  for LR in $LRS; do
-    for ALR in $ADDED_LRS; do
-      for SEED in $SEEDS; do
-        OUT=$OUT_ROOT/$MODEL/ACCEPT/$TASK/lr${LR}_alr${ALR}_pl${PREFIX_LENGTH}_p${SUB_DIM_SCPP}x${CODEBOOK_SIZE_SCPP}_a${SUB_DIM_SCAP}x${CODEBOOK_SIZE_SCAP}_L${MAX_LENGTH}_st${STEPS}_seed${SEED}
-        python train.py \
-          --model_name_or_path "$MODEL" --task_name "$TASK" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
-          --peft_type PROMPT_TUNING_LORA --scpp True --scap True \
-          --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
-          --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
-          --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
-          --learning_rate $LR --added_embedding_lr $ALR \
-          --max_steps $STEPS --warmup_steps $WARMUP --seed $SEED \
-          --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
-          --gradient_accumulation_steps $GRAD_ACCUM --generation_max_length 20 \
-          "${PAPER_SCHEDULE[@]}" \
-          --output_dir "$OUT"
-      done
-    done
-  done
-done
+# shellcheck disable=SC2086
+exec python scripts/sweep.py "${LAUNCH[@]}" "$@" \
+  --root "$OUT_ROOT/$MODEL/ACCEPT" \
+  --name "{task_name}/lr{learning_rate}_alr{added_embedding_lr}_pl{prefix_length}_p{sub_dim_scpp}x{codebook_size_scpp}_a{sub_dim_scap}x{codebook_size_scap}_L{max_seq_length}_st{max_steps}_seed{seed}" \
+  --sweep task_name $TASKS --sweep learning_rate $LRS --sweep added_embedding_lr $ADDED_LRS --sweep seed $SEEDS \
+  -- \
+  --model_name_or_path "$MODEL" ${DATA_DIR:+--data_dir "$DATA_DIR"} \
+  --peft_type PROMPT_TUNING_LORA --scpp True --scap True \
+  --prefix_length $PREFIX_LENGTH --r $R --max_seq_length $MAX_LENGTH \
+  --sub_dim_scpp $SUB_DIM_SCPP --codebook_size_scpp $CODEBOOK_SIZE_SCPP \
+  --sub_dim_scap $SUB_DIM_SCAP --codebook_size_scap $CODEBOOK_SIZE_SCAP \
+  --max_steps $STEPS --warmup_steps $WARMUP \
+  --per_device_train_batch_size $BATCH --per_device_eval_batch_size $BATCH \
+  --gradient_accumulation_steps $GRAD_ACCUM --generation_max_length 20 \
+  "${PAPER_SCHEDULE[@]}"

@@ -1,4 +1,4 @@
-"""Prompt tuning, DePT and ACCEPT (SCPP / SCAP) adapters for frozen HuggingFace models.
+"""Prompt tuning, DePT, ACCEPT (SCPP / SCAP), DPT, ULPT and ADePT adapters for frozen HuggingFace models.
 
 Written for this project (not HuggingFace PEFT); it shadows an installed ``peft`` distribution and
 provides the names transformers' Trainer imports from it (``PeftModel``, ``PeftMixedModel``).
@@ -9,8 +9,13 @@ from .config import BudgetWarning, PromptTuningConfig
 from .errors import AdapterConfigError, InputLengthError
 from .family import FAMILIES, Family, detect_family, get_family
 from .io import MissingAdapterTensorsWarning
-from .model import PeftMixedModel, PeftModel, get_peft_model, wrapper_for
-from .wrappers import PeftModelForCausalLM, PeftModelForSeq2SeqLM, PeftModelForSequenceClassification
+from .model import PeftModel, get_peft_model, wrapper_for
+from .wrappers import (
+    PeftMixedModel,
+    PeftModelForCausalLM,
+    PeftModelForSeq2SeqLM,
+    PeftModelForSequenceClassification,
+)
 
 __version__ = "0.1.0"
 

@@ -1,10 +1,11 @@
-"""Trainable-parameter accounting for PT, DePT and ACCEPT, and the codebook budget solver.
+"""Trainable-parameter accounting for every (prompt kind, update kind) pair, and the budget solvers.
 
 This is the single place where parameter counts are computed from shapes; the model wrappers,
 ``train.py``, ``scripts/param_budget.py`` and the tests all use it.
 
 Notation (see the README): d = embedding width, m = prompt length, L = max input length,
-r = DePT rank, s = codebook sub-dimension, C = codewords per codebook, K = d / s subspaces.
+r = DePT / ADePT rank, r_p = DPT / ULPT prompt rank (``--lodim_r``), s = codebook sub-dimension,
+C = codewords per codebook, K = d / s subspaces.
 """
 
 from __future__ import annotations
@@ -63,6 +64,29 @@ def low_rank_params(max_length: int, dim: int, r: int) -> int:
     return r * (max_length + dim)
 
 
+def low_rank_prompt_params(num_virtual_tokens: int, dim: int, rank: int) -> int:
+    """DPT's prompt Z (m x r_p) W (r_p x d), both trained: r_p * (m + d)."""
+    return rank * (num_virtual_tokens + dim)
+
+
+def random_projection_prompt_params(num_virtual_tokens: int, dim: int, rank: int) -> int:
+    """ULPT's prompt s * (Z W) + b: Z (m x r_p) and the d-vectors s, b trained, W frozen: m * r_p + 2d."""
+    return num_virtual_tokens * rank + 2 * dim
+
+
+def tokenwise_params(dim: int, r: int) -> int:
+    """ADePT's update ReLU(e A + a) B + b: A (d x r), a (r), B (r x d), b (d): r * (2d + 1) + d."""
+    return r * (2 * dim + 1) + dim
+
+
+PROMPT_KINDS = ("dense", "codebook", "lowrank", "random_projection")
+"""The prepended prompt: dense (PT), codebook (ACCEPT's SCPP), lowrank (DPT), random_projection (ULPT)."""
+UPDATE_KINDS = ("none", "lowrank", "codebook", "tokenwise")
+"""The added update: none, lowrank (DePT), codebook (ACCEPT's SCAP), tokenwise (ADePT)."""
+POSITION_WISE_UPDATES = ("lowrank", "codebook")
+"""Updates with one row per input position (they need L); tokenwise is a function of each embedding."""
+
+
 @dataclass(frozen=True)
 class ParamCount:
     """Trainable parameters per component of a prompt adapter (the head is for classifiers)."""
@@ -98,23 +122,37 @@ def count_adapter_params(
     codebook_size_scpp: int = 12,
     sub_dim_scap: int = 32,
     codebook_size_scap: int = 4,
+    prompt_kind: str | None = None,
+    update_kind: str | None = None,
+    lodim_r: int = 0,
 ) -> ParamCount:
     """Count trainable adapter parameters from the method's shapes (docs/fidelity.md#f-budget).
 
-    ``with_added`` is False for vanilla PT (no added side); for DePT/ACCEPT the added side is the
-    low-rank product A @ B (r may be 0) or SCAP when ``scap``.
+    ``prompt_kind``/``update_kind`` (``PROMPT_KINDS``/``UPDATE_KINDS``) pick the two slots; left out, they
+    follow the DePT/ACCEPT switches: codebook prompt when ``scpp``; no update unless ``with_added``, then
+    SCAP when ``scap``, else the low-rank A @ B (r may be 0). ULPT's frozen projection is not counted.
     """
-    if scpp:
-        prepended = codebook_params(num_virtual_tokens, dim, sub_dim_scpp, codebook_size_scpp)
-    else:
-        prepended = prompt_params(num_virtual_tokens, dim)
-    added = 0
-    if with_added:
-        if scap:
-            added = codebook_params(max_length, dim, sub_dim_scap, codebook_size_scap)
-        else:
-            added = low_rank_params(max_length, dim, r)
-    return ParamCount(prepended=prepended, added=added)
+    if prompt_kind is None:
+        prompt_kind = "codebook" if scpp else "dense"
+    if update_kind is None:
+        update_kind = "none" if not with_added else ("codebook" if scap else "lowrank")
+    prompt_counts = {
+        "dense": lambda: prompt_params(num_virtual_tokens, dim),
+        "codebook": lambda: codebook_params(num_virtual_tokens, dim, sub_dim_scpp, codebook_size_scpp),
+        "lowrank": lambda: low_rank_prompt_params(num_virtual_tokens, dim, lodim_r),
+        "random_projection": lambda: random_projection_prompt_params(num_virtual_tokens, dim, lodim_r),
+    }
+    update_counts = {
+        "none": lambda: 0,
+        "lowrank": lambda: low_rank_params(max_length, dim, r),
+        "codebook": lambda: codebook_params(max_length, dim, sub_dim_scap, codebook_size_scap),
+        "tokenwise": lambda: tokenwise_params(dim, r),
+    }
+    if prompt_kind not in prompt_counts:
+        raise ValueError(f"--prompt_kind {prompt_kind!r} is not one of {PROMPT_KINDS}.")
+    if update_kind not in update_counts:
+        raise ValueError(f"--update_kind {update_kind!r} is not one of {UPDATE_KINDS}.")
+    return ParamCount(prepended=prompt_counts[prompt_kind](), added=update_counts[update_kind]())
 
 
 @dataclass(frozen=True)
@@ -171,3 +209,20 @@ def feasible_codebooks(
 def largest_rank(max_length: int, dim: int, budget: int) -> int:
     """Largest DePT rank r whose A (L x r) and B (r x d) fit ``budget``: r * (L + d) <= budget (0 if none)."""
     return max(budget, 0) // (max_length + dim)
+
+
+def largest_prompt_rank(prompt_kind: str, num_virtual_tokens: int, dim: int, budget: int) -> int:
+    """Largest DPT/ULPT prompt rank r_p whose prompt fits ``budget`` (0 if none).
+
+    DPT: r_p * (m + d) <= budget; ULPT: m * r_p + 2d <= budget (its frozen projection is free).
+    """
+    if prompt_kind == "lowrank":
+        return max(budget, 0) // (num_virtual_tokens + dim)
+    if prompt_kind == "random_projection":
+        return max(budget - 2 * dim, 0) // num_virtual_tokens
+    raise ValueError(f"prompt kind {prompt_kind!r} has no rank; use 'lowrank' or 'random_projection'.")
+
+
+def largest_tokenwise_rank(dim: int, budget: int) -> int:
+    """Largest ADePT rank r whose network fits ``budget``: r * (2d + 1) + d <= budget (0 if none)."""
+    return max(budget - dim, 0) // (2 * dim + 1)

@@ -11,14 +11,13 @@ forward prepends the second block to the decoder inputs. We prompt the encoder o
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .config import CONFIG_NAME, PromptTuningConfig
+from .config import PromptTuningConfig
 from .encoders import KEY_PROMPT
 
 
@@ -30,13 +29,9 @@ def read_config(directory: str | Path) -> PromptTuningConfig:
     """``directory/adapter_config.json`` (ours, the original's or HF PEFT's).
 
     HF PEFT's prompt-tuning configs have no ``max_length``: they get None (no added update, and no
-    L-column layout for decoder-only positions) instead of our default.
+    L-column layout for decoder-only positions) instead of our default (``PromptTuningConfig.from_dict``).
     """
-    config = PromptTuningConfig.from_pretrained(directory)
-    raw = json.loads((Path(directory) / CONFIG_NAME).read_text(encoding="utf-8"))
-    if config.peft_type == "PROMPT_TUNING" and "max_length" not in raw:
-        config = replace(config, max_length=None)
-    return config
+    return PromptTuningConfig.from_pretrained(directory)
 
 
 def fold_submodules(

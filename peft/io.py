@@ -23,8 +23,10 @@ from .encoders import (
     KEY_LORA_B,
     KEY_SCAP_CODEBOOK,
     KEY_SCAP_WEIGHT,
+    KEY_ULPT_PROJECTION,
     SCAP_TRANSFER_KEYS,
     SCPP_TRANSFER_KEYS,
+    random_projection_bound,
 )
 from .errors import AdapterConfigError
 
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.bin"
+RNG_STATE_NAME = "rng_state.pth"
+"""The original ULPT's CPU RNG state, saved just before it draws its random projection."""
 
 # Spellings without the "prompt_encoder." prefix (ACCEPT's pretrain_init files use both).
 _ALIASES = {
@@ -109,6 +113,38 @@ def check_adapter_state(state: Mapping[str, torch.Tensor], expected: Iterable[st
             raise ValueError(
                 f"{source}: tensor {key} holds NaN or infinite values; use an earlier checkpoint"
             )
+
+
+def with_original_projection(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], directory: str | Path
+) -> dict[str, torch.Tensor]:
+    """``state`` plus ULPT's random projection regenerated from ``directory/rng_state.pth`` when the adapter
+    needs one (``expected`` has the key) and the file lacks it (the original ULPT does not save it).
+
+    The original restores the saved CPU RNG state and draws ``torch.empty(G, r, d).uniform_(-c, c)``,
+    c = sqrt(6 / (r + d)); a generator set to that state draws the same numbers (the global RNG is left
+    alone). The state file is read with ``torch.load(weights_only=True)``.
+    """
+    if KEY_ULPT_PROJECTION not in expected or KEY_ULPT_PROJECTION in state:
+        return dict(state)
+    path = Path(directory) / RNG_STATE_NAME
+    if not path.is_file():
+        raise ValueError(
+            f"{directory} holds no {KEY_ULPT_PROJECTION} (ULPT's frozen projection) and no {RNG_STATE_NAME} to "
+            "regenerate it as the original ULPT code does; use the folder the adapter was trained in"
+        )
+    try:
+        rng_state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: refused to load: not a plain tensor file ({_first_line(exc)})") from exc
+    if not isinstance(rng_state, torch.Tensor) or rng_state.dtype != torch.uint8:
+        raise ValueError(f"{path} does not hold a CPU RNG state (a uint8 tensor from torch.get_rng_state()).")
+    shape = tuple(expected[KEY_ULPT_PROJECTION].shape)
+    bound = random_projection_bound(shape[1], shape[2])
+    generator = torch.Generator()
+    generator.set_state(rng_state)
+    projection = torch.empty(shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
+    return {**state, KEY_ULPT_PROJECTION: projection}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -224,6 +224,7 @@ class PeftModel(nn.Module):
         self._check_model(self.base_model, config)
         device = self.base_model.get_input_embeddings().weight.device
         adapter = PromptAdapter(config, _hidden_size(self.base_model)).to(device)
+        adapter.train(self.training)  # the model's mode (ADePT's dropout is off in eval)
         if init_weights:
             initialise_adapter(adapter, config, self.base_model.get_input_embeddings().weight, tokenizer)
         heads = self._head_modules()
@@ -268,7 +269,8 @@ class PeftModel(nn.Module):
             self._adapters_disabled = False
 
     def get_prompt(self, adapter_name: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The composed prompt (m, d) and added update (L, d) or None of ``adapter_name`` (default: active)."""
+        """The composed prompt (m, d) and position-wise update (L, d) of ``adapter_name`` (default: active); the
+        update is None without one or for a tokenwise update (a function of the input, not fixed rows)."""
         return self.adapter_module(adapter_name).compose()
 
     def get_base_model(self) -> nn.Module:
@@ -287,6 +289,14 @@ class PeftModel(nn.Module):
         return {
             **self.adapter_module(adapter_name).named_adapter_tensors(),
             **self._head_parameters(adapter_name),
+        }
+
+    def named_saved_tensors(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+        """Key -> tensor of everything ``save_pretrained`` writes for ``adapter_name``: the trained tensors
+        (``named_adapter_tensors``) and frozen ones saved with the adapter (ULPT's random projection)."""
+        return {
+            **self.named_adapter_tensors(adapter_name),
+            **self.adapter_module(adapter_name).named_frozen_tensors(),
         }
 
     def count_trainable_parameters(self) -> ParamCount:
@@ -352,7 +362,7 @@ class PeftModel(nn.Module):
         by_id = {id(p): n for n, p in self.named_parameters()}
         for name in names:
             target = Path(save_directory) if name == "default" else Path(save_directory) / name
-            named = self.named_adapter_tensors(name)
+            named = self.named_saved_tensors(name)
             qualified = {key: by_id[id(p)] for key, p in named.items() if id(p) in by_id}
             self.peft_config[name].save_pretrained(target)
             io.save_tensors(named, target, state_dict, qualified)
@@ -374,7 +384,8 @@ class PeftModel(nn.Module):
         if adapter_name not in self.peft_config:
             self.add_adapter(adapter_name, config, init_weights=False)
             self._set_trainable(adapter_name, is_trainable)
-        io.load_tensors_into(self.named_adapter_tensors(adapter_name), state, str(model_id))
+        named = self.named_saved_tensors(adapter_name)
+        io.load_tensors_into(named, io.with_original_projection(state, named, model_id), str(model_id))
         if is_trainable:
             self._set_trainable(adapter_name, True)
 
@@ -404,7 +415,8 @@ class PeftModel(nn.Module):
         config, state = fold_submodules(config or read_config(model_id), state, str(model_id))
         target = cls if cls.family else wrapper_for(_family_of(model, config))
         wrapped = target(model, config, adapter_name, init_weights=False)
-        io.load_tensors_into(wrapped.named_adapter_tensors(adapter_name), state, str(model_id))
+        named = wrapped.named_saved_tensors(adapter_name)
+        io.load_tensors_into(named, io.with_original_projection(state, named, model_id), str(model_id))
         wrapped._set_trainable(adapter_name, is_trainable)
         return wrapped
 
@@ -473,13 +485,6 @@ class PeftModel(nn.Module):
                 "uses the active adapter (set_adapter)."
             )
         return inputs.group_rows(adapter_names, batch, [*self.peft_config, BASE_ADAPTER])
-
-
-class PeftMixedModel(nn.Module):
-    """Placeholder so that ``from peft import PeftMixedModel`` (transformers' Trainer) works; never built."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("Mixed adapters are not supported; use get_peft_model.")
 
 
 def get_peft_model(model: nn.Module, peft_config: PromptTuningConfig, tokenizer: Any = None) -> PeftModel:

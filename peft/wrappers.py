@@ -148,22 +148,52 @@ class PeftModelForCausalLM(PeftModel):
         embeds, mask, _ = self._decoder_inputs(input_ids, attention_mask, None, adapter_names)
         base = self.base_model
         original = base.prepare_inputs_for_generation
+        names = adapter_names or [BASE_ADAPTER if self._adapters_disabled else self.active_adapter] * len(input_ids)
 
         def prepare(input_ids: torch.Tensor, *args: Any, cache: Any = None, **kwargs: Any) -> dict[str, Any]:
-            if cache is None or cache.get_seq_length() == 0:
+            first = cache is None or cache.get_seq_length() == 0
+            if first:
                 # beam search and several sequences per row repeat each row (repeat_interleave) before step 1
                 copies = input_ids.shape[0] // embeds.shape[0]
                 kwargs["inputs_embeds"] = embeds.repeat_interleave(copies, dim=0) if copies > 1 else embeds
                 kwargs["is_first_iteration"] = True
             else:
                 kwargs.pop("inputs_embeds", None)
-            return original(input_ids, *args, cache=cache, **kwargs)
+            model_inputs = original(input_ids, *args, cache=cache, **kwargs)
+            if not first:
+                self._update_new_tokens(model_inputs, names)
+            return model_inputs
 
         base.prepare_inputs_for_generation = prepare
         try:
             return base.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         finally:
             del base.prepare_inputs_for_generation
+
+
+    def _update_new_tokens(self, model_inputs: dict[str, Any], adapter_names: list[str]) -> None:
+        """Give the generated tokens of a step the token-wise update of their row's adapter, as every token had
+        in training (a position-wise update has no rows beyond the input: those tokens get none).
+
+        ``model_inputs["input_ids"]`` (rows repeated for beams) become ``inputs_embeds`` when a row's adapter
+        has a token-wise update; otherwise the inputs stay as they are.
+        """
+        modules = {name: self._adapter_or_none(name) for name in set(adapter_names)}
+        tokenwise = {
+            name for name, module in modules.items()
+            if module is not None and module.added is not None and not module.position_wise
+        }  # fmt: skip
+        ids = model_inputs.get("input_ids")
+        if not tokenwise or ids is None:
+            return
+        embeds = self.base_model.get_input_embeddings()(ids)
+        copies = ids.shape[0] // len(adapter_names)
+        for name in tokenwise:
+            rows = [row * copies + c for row, n in enumerate(adapter_names) if n == name for c in range(copies)]
+            index = torch.tensor(rows, device=ids.device)
+            embeds[index] = modules[name].add_update(embeds[index], from_end=True)
+        model_inputs["input_ids"] = None
+        model_inputs["inputs_embeds"] = embeds
 
 
 class PeftModelForSequenceClassification(PeftModel):
@@ -281,3 +311,10 @@ class PeftModelForSequenceClassification(PeftModel):
                     counted += labelled
         loss = loss_sum / counted if loss_sum is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class PeftMixedModel(nn.Module):
+    """Placeholder so that ``from peft import PeftMixedModel`` (transformers' Trainer) works; never built."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("Mixed adapters are not supported; use get_peft_model.")

@@ -1,9 +1,12 @@
-"""The PT / DePT / ACCEPT method grid at matched parameter budgets; every count from ``peft/budget.py``.
+"""The method grid at matched parameter budgets; every count from ``peft/budget.py``.
 
 Vanilla PT with ``pt_tokens`` tokens fixes the budget ``pt_tokens * d``, split at m: the prepended side
 gets ``m * d``, the added side ``(pt_tokens - m) * d`` (``peft.budget.paper_budget``). DePT keeps m
 dense tokens and, unless a rank is given, the largest rank r whose A (L x r) B (r x d) fits the added
 side. ACCEPT takes on each side the first published codebook that fits, else the solver's largest.
+With ``family``: DPT and ULPT, prompt-only like PT, keep PT's ``pt_tokens`` rows and take the largest
+prompt rank (at most d) whose count fits PT's whole budget; ADePT keeps m dense tokens and the largest
+rank whose token-wise network fits the added side.
 The demo, the accuracy benchmark, the speed benchmark and ``param_budget.py`` all build their methods
 here.
 """
@@ -19,9 +22,10 @@ from peft.budget import (
     Budget,
     CodebookOption,
     ParamCount,
-    count_adapter_params,
     feasible_codebooks,
+    largest_prompt_rank,
     largest_rank,
+    largest_tokenwise_rank,
     paper_budget,
 )
 from peft.config import PromptTuningConfig
@@ -85,8 +89,8 @@ class GridMethod:
         return tuple(out)
 
     def within(self, budget: Budget) -> bool:
-        """PT: total within the budget; the others: each side within its share."""
-        if self.name == "PT":
+        """Prompt-only methods (PT, DPT, ULPT): total within the budget; the others: each side within its share."""
+        if self.count.added == 0:
             return self.count.total <= budget.total
         return self.count.prepended <= budget.prepended and self.count.added <= budget.added
 
@@ -106,12 +110,15 @@ def _no_codebook(side: str, num_rows: int, dim: int, budget: int) -> ValueError:
 
 def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET_TOKENS, budget: Budget | None = None,
                 r: int | None = None, scpp: tuple[int, int] | None = None, scap: tuple[int, int] | None = None,
-                strict: bool = False) -> list[GridMethod]:  # fmt: skip
-    """PT, DePT and ACCEPT (SCPP / SCAP / both) at width ``dim``, input length L=``max_length``, m tokens.
+                strict: bool = False, family: bool = False, lodim_r: int | None = None,
+                tokenwise_r: int | None = None) -> list[GridMethod]:  # fmt: skip
+    """PT, DePT and ACCEPT (SCPP / SCAP / both) at width ``dim``, input length L=``max_length``, m tokens;
+    with ``family`` also DPT, ULPT and ADePT.
 
     ``budget`` overrides the paper split of ``pt_tokens``; ``r``/``scpp``/``scap`` override the
-    defaults above. Methods whose codebook fits nowhere are left out, or raise a ValueError that lists
-    the nearest options when ``strict`` (which also refuses a rank below 1).
+    defaults above, ``lodim_r`` the DPT/ULPT prompt rank and ``tokenwise_r`` ADePT's (e.g. the published
+    r_p = 2). Methods whose codebook (or rank) fits nowhere are left out, or raise a ValueError that lists
+    the nearest options when ``strict`` (which also refuses a DePT rank below 1).
     """
     budget = budget or paper_budget(dim, m, pt_tokens)
     rank = largest_rank(max_length, dim, budget.added) if r is None else r
@@ -136,11 +143,35 @@ def method_grid(dim: int, max_length: int, m: int, *, pt_tokens: int = PT_BUDGET
         specs.append(({**dept, **codebook["scap"]}, f"m={m} dense, SCAP {pairs['scap']}"))
     if len(codebook) == 2:
         specs.append(({**dept, **codebook["scpp"], **codebook["scap"]}, f"SCPP {pairs['scpp']} + SCAP {pairs['scap']}"))
+    if family:
+        specs += _family_specs(dim, m, pt_tokens, budget, strict, lodim_r, tokenwise_r)
     return [GridMethod(PromptTuningConfig(**config).method_name, config, _count(config, dim, max_length), shape)
             for config, shape in specs]  # fmt: skip
 
 
+def _family_specs(dim: int, m: int, pt_tokens: int, budget: Budget, strict: bool, lodim_r: int | None,
+                  tokenwise_r: int | None) -> list[tuple[dict, str]]:  # fmt: skip
+    """DPT, ULPT (PT's rows, the whole budget) and ADePT (m rows, the added side) at their largest ranks,
+    or at the given ones."""
+    specs = []
+    for name, peft_type, kind in (("DPT", "PROMPT_TUNING_DPT", "lowrank"),
+                                  ("ULPT", "PROMPT_TUNING_LODIM", "random_projection")):  # fmt: skip
+        rank = min(largest_prompt_rank(kind, pt_tokens, dim, budget.total), dim) if lodim_r is None else lodim_r
+        if rank >= 1:
+            config = {"peft_type": peft_type, "num_virtual_tokens": pt_tokens, "lodim_r": rank}
+            specs.append((config, f"m={pt_tokens}, r={rank}"))
+        elif strict:
+            raise ValueError(f"no {name} prompt rank fits the budget {budget.total} with m={pt_tokens} at d={dim}")
+    rank = largest_tokenwise_rank(dim, budget.added) if tokenwise_r is None else tokenwise_r
+    if rank >= 1:
+        specs.append(({"peft_type": "PROMPT_TUNING_LORAX", "num_virtual_tokens": m, "r": rank},
+                      f"m={m}, r={rank} token-wise"))  # fmt: skip
+    elif strict:
+        raise ValueError(f"no ADePT rank fits the added budget {budget.added} at d={dim} (one rank costs 2d + 1 "
+                         f"= {2 * dim + 1}, plus d = {dim} once); use a smaller m")  # fmt: skip
+    return specs
+
+
 def _count(config: dict[str, Any], dim: int, max_length: int) -> ParamCount:
-    kwargs = {k: v for k, v in config.items() if k != "peft_type"}
-    with_added = config["peft_type"] != "PROMPT_TUNING"
-    return count_adapter_params(dim=dim, max_length=max_length, with_added=with_added, **kwargs)
+    """The count of a grid config, through ``PromptTuningConfig.param_count`` (``peft/budget.py``)."""
+    return PromptTuningConfig(**config, max_length=max_length).param_count(dim)

@@ -42,6 +42,8 @@ means of these per-task numbers.
 METRIC_SHORT = {"f1": "F1", "em": "EM", "accuracy": "Acc", "pearson": "Pearson", "matthews_correlation": "MCC"}
 
 METHOD_ORDER = ("full-finetuning", "head-only", *METHOD_NAMES)
+"""Table row order: the baselines, then ``peft.config.METHOD_NAMES`` (prompt-only, decomposed, ACCEPT's
+variants); any other (prompt kind, update kind) pair sorts after them by name."""
 
 FEW_SHOT_KS = (4, 16, 32)
 

@@ -1,10 +1,12 @@
-"""Accuracy benchmark on real data: head-only, PT, DePT, ACCEPT (SCPP / SCAP / both) and full fine-tuning
-on a frozen (or, for full fine-tuning, trained) pretrained MiniLM, several seeds, a fixed step budget per task.
+"""Accuracy benchmark on real data: head-only, PT, DPT, ULPT, DePT, ADePT, ACCEPT (SCPP / SCAP / both) and full
+fine-tuning on a frozen (or, for full fine-tuning, trained) pretrained MiniLM, several seeds, a fixed step
+budget per task.
 
 Every run is one ``train.main(argv)`` call (the same code as ``python train.py``) into
 ``OUTPUT_DIR/runs/<task>/<method>/seed<k>``; a run whose ``all_results.json`` already holds test
 metrics is kept, so an interrupted benchmark continues where it stopped. Budgets: PT with ``--m_pt``
-tokens; DePT and ACCEPT split the same budget at ``--m_dept`` (``scripts/_grid.py``).
+tokens (DPT and ULPT: the same rows, the largest prompt rank within it); DePT, ADePT and ACCEPT split the same
+budget at ``--m_dept`` (``scripts/_grid.py``).
 
 Writes ``OUTPUT_DIR/bench_accuracy.md`` (mean ± std over seeds of the task's metric on the test and
 validation splits, trainable parameters, times), ``bench_accuracy.json`` (every run and the aggregates)
@@ -14,6 +16,7 @@ Usage::
 
     python scripts/bench_accuracy.py --data_dir DATA --output_dir outputs/bench_accuracy
     python scripts/bench_accuracy.py --data_dir DATA --tasks rte sst2 --seeds 42
+    python scripts/bench_accuracy.py --data_dir DATA --methods PT DPT ULPT DePT ADePT ACCEPT
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ class TaskSetting:
 
 
 # Steps scale inversely with the tasks' typical token length (dynamic padding, L = 128). Measured on 2
-# lightly loaded cores: sst2 runs take 20-50 s, so the full grid (6 tasks x 7 methods x 3 seeds) is
-# estimated at about 70 minutes; use --steps_scale or fewer --seeds/--tasks for a shorter run.
+# lightly loaded cores: sst2 runs take 20-50 s, so the grid of the seven methods before DPT, ULPT and ADePT
+# (6 tasks x 7 methods x 3 seeds) was estimated at about 70 minutes, the ten methods now at about 100; use
+# --methods, --steps_scale or fewer --seeds/--tasks for a shorter run.
 TASK_SETTINGS: dict[str, TaskSetting] = {
     "sst2": TaskSetting(150),
     "cola": TaskSetting(150),

@@ -24,10 +24,9 @@ import argparse  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-
-from peft.family import CAUSAL, SEQ2SEQ  # noqa: E402
-from scripts.benchmark import epoch_mean_batch_length  # noqa: E402
+from typing import Any  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -132,6 +131,8 @@ def lengths(task: str, table: Table, args: argparse.Namespace, tokenizer, target
         return None
     import datasets
 
+    from peft.family import CAUSAL, SEQ2SEQ  # torch: only for the tables, not for run_hours
+
     family = SEQ2SEQ if table.shape.encoder_layers else CAUSAL
     both = datasets.DatasetDict({"train": best, "validation": best})
     out = tokenize_splits(both, tokenizer, family, table.max_len, target, pad_to_max_length=False)
@@ -140,6 +141,7 @@ def lengths(task: str, table: Table, args: argparse.Namespace, tokenizer, target
 
 def task_cost(table: Table, task: str, args: argparse.Namespace, tokenizer) -> dict:
     """Training and evaluation hours of one run of ``task``, fixed / dynamic / dynamic + grouped."""
+    from scripts.benchmark import epoch_mean_batch_length  # torch: only for the tables, not for run_hours
     steps, m, B = table.tasks[task], args.prompt_length, table.batch
     rate = getattr(args, f"peak_{table.peak_flops}") * 1e12 * args.utilisation
     from data.preprocess import max_target_length
@@ -158,10 +160,60 @@ def task_cost(table: Table, task: str, args: argparse.Namespace, tokenizer) -> d
     for padding, n in means.items():
         n_eval = table.max_len if padding == "fixed" else eval_dynamic
         train_s = steps * table.accumulation * (2 * B * row_flops(table.shape, m + n, t) / rate + overhead)
-        eval_flops = passes * (2 * row_flops(table.shape, m + n_eval, t) + t * row_flops(table.shape, 1, 1))
-        eval_s = eval_flops / rate + passes / B * t * latency
+        eval_s = eval_seconds(table.shape, passes, m + n_eval, t, B, rate, latency)
         out[padding] = {"batch_length": n, "train_h": train_s / 3600, "eval_h": eval_s / 3600}
     return out
+
+
+def eval_seconds(shape: Shape, rows: int, s: float, t: int, batch: int, rate: float, latency: float) -> float:
+    """Seconds to evaluate ``rows`` rows of s input positions: prefill and loss forwards, t decoding steps
+    (FLOPs at ``rate`` FLOP/s) plus ``latency`` per generated token and batch."""
+    flops = rows * (2 * row_flops(shape, s, t) + t * row_flops(shape, 1, 1))
+    return flops / rate + rows / batch * t * latency
+
+
+def model_shape(model: str) -> Shape:
+    """Widths of ``--model_name_or_path``: a local folder's config.json (T5 or decoder-only keys), else
+    Llama-2-7B for a name containing "llama" and T5-base for any other name."""
+    config_file = Path(model) / "config.json"
+    if not config_file.is_file():
+        return LLAMA2_7B if "llama" in model.lower() else T5_BASE
+    c = json.loads(config_file.read_text(encoding="utf-8"))
+    if "d_model" in c:
+        gated = "gated" in c.get("feed_forward_proj", "")
+        return Shape(c["d_model"], c["d_ff"], c["vocab_size"], c["num_layers"],
+                     c.get("num_decoder_layers") or c["num_layers"], 3 if gated else 2)  # fmt: skip
+    return Shape(c["hidden_size"], c["intermediate_size"], c["vocab_size"], 0, c["num_hidden_layers"],
+                 3 if c.get("model_type") in ("llama", "mistral", "qwen2") else 2)  # fmt: skip
+
+
+def run_hours(flags: Mapping[str, Any], args: argparse.Namespace | None = None) -> float:
+    """GPU-hours of one ``train.py`` run from its flags (``{"max_steps": "30000", ...}``), every row padded to
+    ``--max_seq_length``: the fixed-L figure of docs/cost.md, an upper bound, without data or tokenizer.
+    The target length is ``--generation_max_length`` (default 3, a T5 label); ``args``: the device
+    assumptions (default: this script's defaults)."""
+    args = args or parse_args(["--data_dir", "", "--tokenizer", ""])
+
+    def number(key: str, default: float) -> float:
+        value = flags.get(key)
+        return default if value in (None, True) else float(value)
+
+    shape = model_shape(str(flags.get("model_name_or_path", "t5-base")))
+    bf16 = str(flags.get("bf16", False)) == "True"
+    rate = (args.peak_bf16 if bf16 else args.peak_fp32) * 1e12 * args.utilisation
+    overhead, latency = ((args.llama_step_overhead, args.llama_token_latency) if shape.encoder_layers == 0
+                         else (args.t5_step_overhead, args.t5_token_latency))  # fmt: skip
+    steps, batch = number("max_steps", 1000), number("per_device_train_batch_size", 8)
+    s, t = number("max_seq_length", 256) + number("prefix_length", 100), int(number("generation_max_length", 3))
+    train_s = steps * number("gradient_accumulation_steps", 1) * (2 * batch * row_flops(shape, s, t) / rate + overhead)
+    try:
+        val, test = eval_rows(str(flags.get("task_name")))
+    except KeyError:  # a task without a known validation size
+        val = test = 1000
+    val, test = min(val, number("max_eval_samples", val)), min(test, number("max_predict_samples", test))
+    periodic = steps // number("eval_steps", steps) if flags.get("eval_strategy") == "steps" else 0
+    rows = (periodic + 1) * val * ("do_eval" in flags) + test * ("do_predict" in flags)
+    return (train_s + eval_seconds(shape, int(rows), s, t, int(number("per_device_eval_batch_size", 8)), rate, latency)) / 3600
 
 
 def measured_ratios(paths: list[str]) -> dict[tuple[str, str, str], float]:

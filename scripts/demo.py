@@ -1,5 +1,7 @@
 """Offline demo: head-only, PT, DePT and ACCEPT on a frozen pretrained MiniLM at matched budgets, several seeds.
 
+``--family`` adds DPT, ULPT and ADePT (seven methods; about 7/4 of the default run time).
+
 Each run is one ``train.main(argv)`` call (the same code path as ``python train.py ...``). Without
 ``--data_dir`` the project's own sentiment task is generated first (``scripts/make_demo_data.py``:
 SST-2 schema; DePT's sst2 split rule turns 1000 training rows into the validation split and the
@@ -11,6 +13,7 @@ keep the whole demo within a few minutes on 2 CPU cores.
 Usage::
 
     python scripts/demo.py --output_dir outputs/demo
+    python scripts/demo.py --output_dir outputs/demo-family --family
     python scripts/demo.py --output_dir outputs/demo-sst2 --data_dir DATA --task_name sst2 --seeds 1 2 3 4 5
 """
 
@@ -32,6 +35,7 @@ from scripts._grid import ModelConfigError  # noqa: E402
 from scripts._tables import render_summary  # noqa: E402
 
 DEMO_METHODS = ("head-only", "PT", "DePT", "ACCEPT")
+FAMILY_METHODS = ("DPT", "ULPT", "ADePT")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -46,7 +50,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_predict_samples", type=int, default=None, help="test rows per run (default: all)")
     p.add_argument("--logging_steps", type=int, default=10)
     minilm_runs.add_method_flags(p, DEMO_METHODS)
-    return p.parse_args(argv)
+    p.add_argument("--family", action="store_true", help=f"also run {', '.join(FAMILY_METHODS)} (seven methods)")
+    args = p.parse_args(argv)
+    if args.family:
+        args.methods = list(dict.fromkeys([*args.methods, *FAMILY_METHODS]))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

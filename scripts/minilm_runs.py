@@ -91,7 +91,8 @@ def method_specs(
     dim: int, max_length: int, num_labels: int, m_pt: int, m_dept: int, lrs: LearningRates,
     names: Sequence[str] = METHOD_ORDER,
 ) -> list[MethodSpec]:  # fmt: skip
-    """The requested methods at matched budgets (see the module docstring); counts include the head."""
+    """The requested methods at matched budgets (see the module docstring); counts include the head. ADePT's
+    token-wise network takes the low-rank added side's learning rate."""
     if not 0 < m_dept < m_pt:
         raise ValueError(f"DePT needs 0 < --m_dept < --m_pt, got --m_dept {m_dept} and --m_pt {m_pt}")
     head = head_params(dim, num_labels)
@@ -99,8 +100,8 @@ def method_specs(
         "head-only": MethodSpec("head-only", ("--peft_type", "HEAD_ONLY"), head, lrs.head, shape="classifier"),
         "full-finetuning": MethodSpec("full-finetuning", ("--peft_type", "FULL"), None, lrs.full, shape="all weights"),
     }  # fmt: skip
-    for g in method_grid(dim, max_length, m_dept, pt_tokens=m_pt, strict=True):
-        added = None if g.name == "PT" else lrs.codebook_added if g.config.get("scap") else lrs.lowrank_added
+    for g in method_grid(dim, max_length, m_dept, pt_tokens=m_pt, strict=True, family=True):
+        added = None if g.count.added == 0 else lrs.codebook_added if g.config.get("scap") else lrs.lowrank_added
         specs[g.name] = MethodSpec(g.name, g.flags(), g.count.total + head, lrs.prompt, added, g.shape)
     unknown = [n for n in names if n not in specs]
     if unknown:
@@ -115,7 +116,8 @@ def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str]) ->
     parser.add_argument("--max_seq_length", type=int, default=128, help="L (truncation; rows of DePT's update)")
     parser.add_argument("--m_pt", type=int, default=20, help="PT prompt tokens; fixes the budget m_pt * d")
     parser.add_argument("--m_dept", type=int, default=12, help="DePT/ACCEPT prompt tokens (< m_pt)")
-    for name, what in (("prompt", "prompt (and head)"), ("lowrank_added", "the low-rank added side (DePT, ACCEPT-SCPP)"),
+    for name, what in (("prompt", "prompt (and head)"),
+                       ("lowrank_added", "the low-rank and token-wise added sides (DePT, ACCEPT-SCPP, ADePT)"),
                        ("codebook_added", "the codebook added side (ACCEPT-SCAP, ACCEPT)"), ("head", "head-only"),
                        ("full", "full fine-tuning")):  # fmt: skip
         parser.add_argument(f"--{name}_lr", type=float, default=getattr(LearningRates(), name),

@@ -1,4 +1,5 @@
-"""Trainable parameters of PT, DePT and ACCEPT for a model width, and the codebooks that fit the budget.
+"""Trainable parameters of PT, DPT, ULPT, DePT, ADePT and ACCEPT for a model width, and the codebooks that
+fit the budget.
 
 All counts come from ``peft/budget.py`` (the same code the model wrappers use). The budget rule is
 the papers': never more than vanilla prompt tuning with 100 tokens, split at m (prepended side
@@ -8,6 +9,7 @@ Usage::
 
     python scripts/param_budget.py --d 768 --m 60 --L 256            # T5-base, GLUE setting
     python scripts/param_budget.py --model t5-small --m 40 --json    # hub id or local model folder
+    python scripts/param_budget.py --d 768 --lodim_r 2               # ULPT / DPT at the published rank
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         if pair:
             num_subspaces(d, pair[0], field=f"--{flag} SUB_DIM")
     grid = method_grid(d, args.L, args.m, pt_tokens=args.budget_tokens, budget=budget, r=args.r,
-                       scpp=args.scpp, scap=args.scap)  # fmt: skip
+                       scpp=args.scpp, scap=args.scap, family=True, lodim_r=args.lodim_r,
+                       tokenwise_r=args.adept_r)  # fmt: skip
     return {
         "model": args.model, "d": d, "m": args.m, "L": args.L, "r": grid[1].config["r"],  # DePT's
         "budget": {"tokens": args.budget_tokens, "prepended": budget.prepended, "added": budget.added,
@@ -89,6 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--m", type=int, default=60, help="prompt length (--prefix_length)")
     parser.add_argument("--L", type=int, default=256, help="max input length (--max_seq_length)")
     parser.add_argument("--r", type=int, help="DePT rank (default: the largest within the added budget)")
+    parser.add_argument("--lodim_r", type=int, help="DPT/ULPT prompt rank (default: the largest within PT's "
+                        "budget; ULPT's paper uses 2)")
+    parser.add_argument("--adept_r", type=int, help="ADePT rank (default: the largest within the added budget)")
     parser.add_argument("--budget_tokens", type=int, default=PT_BUDGET_TOKENS)
     parser.add_argument("--prepended_budget", type=int, help="override the prepended-side budget")
     parser.add_argument("--added_budget", type=int, help="override the added-side budget")

@@ -136,7 +136,7 @@ def plot_params(rows: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
     cols = min(3, len(tasks))
     nrows = (len(tasks) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False)
-    markers = dict(zip(METHOD_ORDER, "osD^v*P", strict=True))
+    markers = dict(zip(METHOD_ORDER, "osD<>^hv*P", strict=True))  # one per method; DPT, ULPT, ADePT: < > h
     for ax, task in zip(axes.flat, tasks, strict=False):
         for r in (r for r in rows if r["task"] == task):
             ax.errorbar(r["trainable_params"], r["test_mean"], yerr=r["test_std"] or 0.0,

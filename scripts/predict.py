@@ -47,8 +47,11 @@ from peft import PeftModel, detect_family  # noqa: E402
 from peft.config import CONFIG_NAME  # noqa: E402
 from peft.family import Family, new_tokens  # noqa: E402
 from peft.serving import form_batches, request_lengths  # noqa: E402
-from training.modeling import load_backbone, load_model_config, load_tokenizer  # noqa: E402
+from training.modeling import hidden_size, load_backbone, load_model_config, load_tokenizer  # noqa: E402
 from training.outputs import atomic_write_text  # noqa: E402
+from training.planner.checkpoints import check_saved_adapter  # noqa: E402
+from training.planner.errors import ConfigError  # noqa: E402
+from training.planner.schema import check_device, check_values  # noqa: E402
 
 logger = logging.getLogger("predict")
 
@@ -219,8 +222,15 @@ def summary_lines(requests: list[Request], bad: list[tuple[int, str]], tasks: li
     return lines
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors as one line with exit status 2 (``fail``)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", required=True, help="the frozen backbone (folder or hub id)")
     parser.add_argument("--adapter", action="append", required=True, metavar="TASK=DIR",
                         help="a task and its saved adapter folder; repeat for every task")  # fmt: skip
@@ -231,21 +241,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="input length for adapters without an added update (PT); others use their L")  # fmt: skip
     parser.add_argument("--tokenizer_name_or_path", default=None, help="default: --model_name_or_path")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked by the flag schema train.py uses (numbers, paths) before anything loads."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_values(vars(args).items())
+        check_device(args.device)
+    except ConfigError as exc:
+        fail(str(exc))
     args.adapters = parse_adapters(args.adapter, parser)
-    if not args.input.is_file():
-        parser.error(f"--input {args.input}: no such file")
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.output.resolve() == args.input.resolve():
-        parser.error("--output must differ from --input")
+        fail("--output must differ from --input")
     return args
 
 
 def fail(message: str) -> NoReturn:
-    """End with one error line and exit status 2, as argparse does for bad arguments."""
-    print(f"predict.py: error: {message}", file=sys.stderr)
+    """End with one error line and exit status 2, as for any bad argument."""
+    print(f"predict.py: error: {' '.join(message.split())}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def check_adapters(model_path: str, adapters: dict[str, Path]) -> Family:
+    """The backbone's family, after every adapter folder passed train.py's saved-adapter checks (width,
+    family, every tensor present and finite, nothing foreign), before any weights load."""
+    config = load_model_config(model_path)
+    family = detect_family(config)
+    for task, folder in adapters.items():
+        check_saved_adapter(folder, hidden_size(config), family, f"--adapter {task}={folder}", model_path)
+    return family
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -258,17 +285,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for number, reason in bad:
         logger.warning("%s:%d: %s; skipped", args.input, number, reason)
     if not requests:
-        raise SystemExit(f"--input {args.input}: no valid request lines ({len(bad)} skipped)")
+        fail(f"--input {args.input}: no valid request lines ({len(bad)} skipped)")
     datasets.disable_progress_bars()  # one progress bar: the prediction loop's
     transformers.logging.disable_progress_bar()
-    try:  # no such model folder, an unreadable adapter file, an adapter of another model width
-        family = detect_family(load_model_config(args.model_name_or_path))
+    try:  # no such model folder, an unreadable or broken adapter, an adapter of another model width
+        family = check_adapters(args.model_name_or_path, args.adapters)
         tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path, family)
         model = load_model(args.model_name_or_path, args.adapters, family, args.device)
     except (ValueError, OSError) as exc:
-        fail(" ".join(str(exc).split()))
+        fail(str(exc))
     configs = {task: model.peft_config[adapter_name(task)] for task in args.adapters}
-    lengths = {task: c.max_length if c.has_added else args.max_seq_length for task, c in configs.items()}
+    lengths = {task: c.max_length if c.update_needs_length else args.max_seq_length for task, c in configs.items()}
     target_lengths = {task: max_target_length(task, tokenizer) for task in args.adapters}
     tokenize_requests(requests, tokenizer, family, lengths, target_lengths)
     lengths_of = request_lengths(model, [len(r.features["input_ids"]) for r in requests],

@@ -1,6 +1,7 @@
 """Per-row adapters: every row of a mixed batch equals the same row run alone with its adapter active.
 
-One model per family holds all five methods with different prompt lengths m (and, where the family
+One model per family holds all eight methods and a mixed pair (ULPT prompt + SCAP update) with different
+prompt lengths m (and, where the family
 pads dynamically, different L), plus ``__base__`` rows; loss, logits and greedy tokens are compared.
 """
 
@@ -21,14 +22,21 @@ METHODS = {  # name -> (config fields, m, L)
     "scpp": (dict(scpp=True), 5, 11),
     "scap": (dict(scap=True), 2, 16),
     "accept": (dict(scpp=True, scap=True), 6, 13),
+    "dpt": (dict(peft_type="PROMPT_TUNING_DPT"), 3, 12),
+    "ulpt": (dict(peft_type="PROMPT_TUNING_LODIM", num_random_proj=2), 4, 15),
+    "adept": (dict(peft_type="PROMPT_TUNING_LORAX"), 5, 10),
+    "ulpt_scap": (dict(prompt_kind="random_projection", update_kind="codebook"), 2, 13),
 }
-ROWS = ["default", "dept", "__base__", "scpp", "scap", "accept", "dept", "default"]
+ROWS = [
+    "default", "dept", "__base__", "scpp", "scap", "accept", "dept", "default", "dpt", "ulpt", "adept", "ulpt_scap",
+]  # fmt: skip
 
 
 def _cfg(fields, m, length) -> PromptTuningConfig:
     base = dict(
-        num_virtual_tokens=m, max_length=length, r=3, sub_dim_scpp=8, codebook_size_scpp=2, sub_dim_scap=16
-    )
+        num_virtual_tokens=m, max_length=length, r=3, sub_dim_scpp=8, codebook_size_scpp=2, sub_dim_scap=16,
+        lodim_r=3,
+    )  # fmt: skip
     return PromptTuningConfig(**{**base, **fields})
 
 
@@ -150,7 +158,7 @@ def test_classifier_mixed_batch_matches_rows_alone(tiny_bert_dir):
     ids, mask = _right_padded_batch(seed=2)
     token_types = torch.zeros_like(ids)
     token_types[:, 4:] = 1
-    labels = torch.tensor([0, 1, 1, 0, -100, 1, 0, 1])
+    labels = torch.tensor([0, 1, 1, 0, -100, 1, 0, 1, 1, 0, 1, 0])
     with torch.no_grad():
         mixed = model(
             input_ids=ids, attention_mask=mask, token_type_ids=token_types, labels=labels, adapter_names=ROWS
@@ -178,12 +186,14 @@ def test_classifier_mixed_batch_matches_rows_alone(tiny_bert_dir):
 
 
 def test_materialized_composes_each_adapter_once(tiny_t5_dir):
+    """Prompts and position-wise updates are composed on entry only (a tokenwise update runs per call: it
+    is a function of the input)."""
     base = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).eval()
     model = _build(base)
     calls: list[str] = []
     for name in METHODS:
         module = model.adapter_module(name)
-        for part in (module.prompt, module.added):
+        for part in (module.prompt, module.added if module.position_wise else None):
             if part is not None:
                 part.register_forward_hook(lambda *a, name=name: calls.append(name))
     ids, mask = _right_padded_batch()
@@ -192,7 +202,8 @@ def test_materialized_composes_each_adapter_once(tiny_t5_dir):
         model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :2], adapter_names=ROWS)
         model.generate(input_ids=ids, attention_mask=mask, adapter_names=ROWS, max_new_tokens=3)
     assert sorted(calls) == composed  # nothing composed while running
-    assert composed == sorted(["default", "dept", "dept", "scpp", "scpp", "scap", "scap", "accept", "accept"])
+    expected = ["default", "dept", "dept", "scpp", "scpp", "scap", "scap", "accept", "accept", "dpt", "ulpt", "adept"]
+    assert composed == sorted([*expected, "ulpt_scap", "ulpt_scap"])
     calls.clear()
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :2], adapter_names=ROWS)

@@ -39,6 +39,9 @@ METHODS = {
     "ACCEPT-SCAP": {"scap": True, "sub_dim_scap": 8, "codebook_size_scap": 3},
     "ACCEPT": {"scpp": True, "sub_dim_scpp": 8, "codebook_size_scpp": 3,
                "scap": True, "sub_dim_scap": 8, "codebook_size_scap": 3},
+    "DPT": {"peft_type": "PROMPT_TUNING_DPT"},
+    "ULPT": {"peft_type": "PROMPT_TUNING_LODIM", "num_random_proj": 2},
+    "ADePT": {"peft_type": "PROMPT_TUNING_LORAX"},
 }  # fmt: skip
 
 
@@ -125,11 +128,15 @@ def test_dynamic_equals_fixed_padding(family, method, split, multiple, t5_backbo
         with model.materialized():
             gen_materialized = _generate(model, dynamic)
             loss_materialized = model(**dynamic).loss
-        misaligned = None
-        if model.adapter.added is not None:
+        misaligned = None  # a tokenwise update has no rows: removing it must change the loss
+        if model.adapter.position_wise:
             for param in model.adapter.added.parameters():
                 if param.shape[0] == L:  # A (L, r) or the SCAP weights (L, K, C): one row per position
                     param.copy_(param.flip(0))
+            misaligned = model(**dynamic).loss
+        elif model.adapter.added is not None:
+            model.adapter.added.lora_B.zero_()
+            model.adapter.added.lora_b.zero_()
             misaligned = model(**dynamic).loss
     if family is CAUSAL:
         fixed_logits, dynamic_logits = _same_columns(out_fixed.logits, n), out_dynamic.logits

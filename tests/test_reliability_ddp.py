@@ -33,7 +33,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_args(root: Path, name: str, batch: int, distributed: bool) -> Path:
+def run_args(root: Path, name: str, batch: int, distributed: bool, **method: object) -> Path:
     args = {
         "model_name_or_path": str(root / "model"), "task_name": "rte", "data_dir": str(root / "data"),
         "output_dir": str(root / name), "max_seq_length": 16, "prefix_length": 4, "r": 2,
@@ -41,6 +41,7 @@ def run_args(root: Path, name: str, batch: int, distributed: bool) -> Path:
         "logging_steps": 1, "per_device_train_batch_size": batch, "per_device_eval_batch_size": 2,
         "do_train": True, "do_eval": True, "do_predict": True, "save_strategy": "no", "use_cpu": True,
         "disable_tqdm": True, "report_to": "none", "dataloader_pin_memory": False,
+        **method,
     }  # fmt: skip
     if distributed:
         args["ddp_backend"] = "gloo"
@@ -60,13 +61,19 @@ def step_losses(out: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in read_json(out / "trainer_state.json")["log_history"] if "loss" in e}
 
 
-def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
+# ULPT: its frozen projection (a buffer) is the same on every rank and is never reduced
+METHODS = {"DePT": {}, "ULPT": {"peft_type": "PROMPT_TUNING_LODIM", "lodim_r": 2, "num_random_proj": 2}}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(method, tmp_path):
     save_small_t5(tmp_path / "model", dropout=0.0)
     write_rte(tmp_path / "data", n_train=16, n_validation=10)  # validation 5 / test 5 rows
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    launch([sys.executable, "train.py", str(run_args(tmp_path, "single", batch=4, distributed=False))])
+    flags = METHODS[method]
+    launch([sys.executable, "train.py", str(run_args(tmp_path, "single", batch=4, distributed=False, **flags))])
     done = launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                   str(free_port()), "train.py", str(run_args(tmp_path, "ddp", batch=2, distributed=True))])  # fmt: skip
+                   str(free_port()), "train.py", str(run_args(tmp_path, "ddp", batch=2, distributed=True, **flags))])  # fmt: skip
     # find_unused_parameters is off (no warning about a needless graph traversal), and it is right: an unused
     # trainable tensor would make DDP fail at step 2 ("Expected to have finished reduction")
     assert "find_unused_parameters=True" not in done.stderr

@@ -30,8 +30,9 @@ def check_trained(out, dtype=torch.float32) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     ("family", "flags"),
-    [("t5", ["--bf16"]), ("llama", ["--bf16", "--dtype", "bfloat16"])],  # Llama: the 7B recipe's bf16 weights
-)
+    [("t5", ["--bf16"]), ("llama", ["--bf16", "--dtype", "bfloat16"]),  # Llama: the 7B recipe's bf16 weights
+     ("llama", ["--bf16", "--dtype", "bfloat16", "--peft_type", "PROMPT_TUNING_LORAX"])],  # ADePT: a network on bf16 rows
+)  # fmt: skip
 def test_bf16_trains_with_float32_adapter(family, flags, small_t5_dir, small_llama_dir, rte_data, tmp_path):
     model = small_t5_dir if family == "t5" else small_llama_dir
     out = tmp_path / "run"

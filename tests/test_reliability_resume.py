@@ -261,3 +261,29 @@ def test_a_resume_request_is_never_dropped_silently(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume_from_checkpoint" in err[0], err
     assert all(text in err[0] for text in expected), err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--peft_type", "PROMPT_TUNING_LODIM", "--lodim_r", "2", "--num_random_proj", "2"),
+        ("--peft_type", "PROMPT_TUNING_LORAX", "--r", "3"),
+    ],
+    ids=["ULPT", "ADePT"],
+)
+def test_new_kinds_resume_exactly(flags, small_t5_dir, rte_data, tmp_path, monkeypatch):
+    """ULPT (its frozen projection comes back from the checkpoint, not from a new draw) and ADePT (its
+    dropout masks follow the restored RNG state) resume bit for bit."""
+    straight = tmp_path / "straight"
+    assert main(train_argv(small_t5_dir, rte_data, straight, *RESUME_FLAGS, *flags)) == 0
+    resumed = tmp_path / "resumed"
+    argv = train_argv(small_t5_dir, rte_data, resumed, *RESUME_FLAGS, *flags)
+    run_killed_after_checkpoint(monkeypatch, 3, argv)
+    torch.manual_seed(1234)  # a fresh ULPT projection would differ; the checkpoint's must win
+    assert main(argv) == 0
+    final_a = load_file(straight / "adapter_model.safetensors")
+    final_b = load_file(resumed / "adapter_model.safetensors")
+    assert final_a.keys() == final_b.keys()
+    for key in final_a:
+        assert torch.equal(final_a[key], final_b[key]), key
+    assert losses(straight) == losses(resumed) and sorted(losses(resumed)) == [1, 2, 3, 4, 5, 6]

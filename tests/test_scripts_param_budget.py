@@ -25,6 +25,9 @@ def test_paper_t5_base_counts(capsys):
         "ACCEPT-SCPP": (44_160, 30_720, 74_880),  # SCPP (32, 20) + r = 30: the paper's 74.9K
         "ACCEPT-SCAP": (46_080, 30_720, 76_800),
         "ACCEPT": (44_160, 30_720, 74_880),
+        "DPT": (76_384, 0, 76_384),  # m = 100, r = 88: 88 * (100 + 768)
+        "ULPT": (76_736, 0, 76_736),  # m = 100, r = 752: 100 * 752 + 2 * 768
+        "ADePT": (46_080, 29_971, 76_051),  # m = 60, r = 19: 19 * (2 * 768 + 1) + 768 (the paper's r)
     }
     assert all(row["within_budget"] for row in rep["methods"])
     scap = [(o["sub_dim"], o["codebook_size"], o["params"]) for o in rep["scap_options"]]
@@ -105,3 +108,29 @@ def test_grid_is_the_budget_of_peft_budget():
         "--sub_dim_scpp", "4", "--codebook_size_scpp", "3", "--scap", "True", "--sub_dim_scap", "128",
         "--codebook_size_scap", "4",
     )  # fmt: skip
+
+
+def test_minilm_family_methods_at_matched_budgets():
+    """The demo/benchmark specs of DPT, ULPT and ADePT: the grid's counts plus the head, within PT's budget;
+    the demo's --family flag adds them to its four methods."""
+    from scripts import demo
+    from scripts.minilm_runs import LearningRates, head_params, method_specs
+
+    lrs = LearningRates()
+    specs = {s.name: s for s in method_specs(384, 128, 2, 20, 12, lrs, names=("PT", "DPT", "ULPT", "ADePT"))}
+    head = head_params(384, 2)
+    assert specs["DPT"].trainable == 19 * (20 + 384) + head  # m = 20, largest r within 20 * 384
+    assert specs["ULPT"].trainable == 20 * 345 + 2 * 384 + head
+    assert specs["ADePT"].trainable == 12 * 384 + 3 * (2 * 384 + 1) + 384 + head  # r = 3 within 8 * 384
+    assert all(s.trainable <= specs["PT"].trainable for s in specs.values())
+    assert specs["ADePT"].added_lr == lrs.lowrank_added and specs["ULPT"].added_lr is None
+    assert "--lodim_r" in specs["ULPT"].flags and "PROMPT_TUNING_LORAX" in specs["ADePT"].flags
+    assert demo.parse_args(["--family"]).methods == ["head-only", "PT", "DePT", "ACCEPT", "DPT", "ULPT", "ADePT"]
+    assert demo.parse_args([]).methods == ["head-only", "PT", "DePT", "ACCEPT"]
+
+
+def test_published_family_ranks(capsys):
+    """--lodim_r / --adept_r count the published settings: ULPT r = 2 (2.3% of PT), ADePT r = 19."""
+    rep = run_json(capsys, "--d", "768", "--m", "60", "--lodim_r", "2", "--adept_r", "19")
+    totals = {row["method"]: row["total"] for row in rep["methods"]}
+    assert (totals["ULPT"], totals["DPT"], totals["ADePT"]) == (1_736, 1_736, 76_051)

@@ -177,3 +177,83 @@ def test_bad_arguments_fail_before_loading(tmp_path, capsys, adapter, message):
         predict.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def predict_error(argv: list[str], capsys) -> str:
+    """The one error line of a refused predict.py call (exit status 2)."""
+    with pytest.raises(SystemExit) as exc:
+        predict.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("predict.py: error:") and "Traceback" not in err[0], err
+    return err[0]
+
+
+def broken_adapter(source, target, change):
+    """A copy of an adapter folder whose tensors ``change`` edits (a dict of tensors, in place)."""
+    from safetensors.torch import load_file, save_file
+
+    target.mkdir()
+    (target / "adapter_config.json").write_bytes((source / "adapter_config.json").read_bytes())
+    state = load_file(source / "adapter_model.safetensors")
+    change(state)
+    save_file(state, target / "adapter_model.safetensors")
+    return target
+
+
+def no_backbone(*args, **kwargs):
+    raise AssertionError("the backbone was loaded before the check")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda state: state["prompt_embeddings"].fill_(float("nan")), "NaN or infinite"),
+        (lambda state: state.pop("prompt_embeddings"), "lacks the adapter tensors ['prompt_embeddings']"),
+    ],
+)
+def test_an_adapter_train_py_refuses_is_refused_before_the_backbone_loads(
+    change, message, tiny_t5_dir, adapter_dirs, tmp_path, capsys, monkeypatch
+):
+    """A NaN adapter or one without its prompt was served (a random prompt, a warning only)."""
+    broken = broken_adapter(adapter_dirs["rte"], tmp_path / "broken", change)
+    requests = tmp_path / "r.jsonl"
+    requests.write_text(json.dumps(REQUESTS[0]) + "\n")
+    monkeypatch.setattr(predict, "load_backbone", no_backbone)
+    argv = ["--model_name_or_path", str(tiny_t5_dir), "--adapter", f"rte={broken}", "--input", str(requests),
+            "--output", str(tmp_path / "o")]  # fmt: skip
+    assert message in predict_error(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--output", "{dir}"], "--output {dir}: is an existing folder; name a file"),
+        (["--device", "cuda:7"], "--device cuda:7: no such CUDA device on this machine"),
+        (["--max_seq_length", "0"], "--max_seq_length 0: must be >= 1"),
+        (["--batch_size", "-1"], "--batch_size -1: must be >= 1"),
+        (["--input", "{dir}/missing.jsonl"], "--input {dir}/missing.jsonl: is not an existing file"),
+    ],
+)
+def test_bad_flags_are_refused_by_the_schema_train_py_uses(extra, message, adapter_dirs, tmp_path, capsys):
+    requests = tmp_path / "r.jsonl"
+    requests.write_text(json.dumps(REQUESTS[0]) + "\n")
+    argv = ["--model_name_or_path", "m", "--adapter", f"rte={adapter_dirs['rte']}", "--input", str(requests),
+            "--output", str(tmp_path / "out.jsonl")]  # fmt: skip
+    argv += [value.replace("{dir}", str(tmp_path)) for value in extra]
+    assert message.replace("{dir}", str(tmp_path)) in predict_error(argv, capsys)
+
+
+def test_an_input_without_a_valid_request_exits_2(adapter_dirs, tmp_path, capsys):
+    requests = tmp_path / "r.jsonl"
+    requests.write_text('{"id": 1}\n')
+    argv = ["--model_name_or_path", "m", "--adapter", f"rte={adapter_dirs['rte']}", "--input", str(requests),
+            "--output", str(tmp_path / "out.jsonl")]  # fmt: skip
+    assert "no valid request lines (1 skipped)" in predict_error(argv, capsys)
+
+
+def test_every_numeric_and_path_flag_of_predict_py_has_a_rule():
+    from training.planner.schema import RULES
+
+    actions = [a for a in predict.build_parser()._actions if a.dest not in ("help", "adapter", "device")]
+    assert sorted(a.dest for a in actions if a.dest not in RULES) == []

@@ -15,6 +15,7 @@ from conftest import write_rte
 from safetensors.torch import load_file
 
 from peft.budget import count_adapter_params
+from peft.encoders import KEY_ULPT_PROJECTION
 from train import main
 
 pytestmark = pytest.mark.slow
@@ -75,6 +76,18 @@ METHODS = {
         ["--scpp", "True", "--scap", "True", "--sub_dim_scpp", "8", "--codebook_size_scpp", "2",
          "--sub_dim_scap", "8", "--codebook_size_scap", "2"],
         {"scpp": True, "sub_dim_scpp": 8, "codebook_size_scpp": 2, "scap": True, "sub_dim_scap": 8,
+         "codebook_size_scap": 2},
+    ),
+    "DPT": (["--peft_type", "PROMPT_TUNING_DPT", "--lodim_r", "3"], {"prompt_kind": "lowrank", "lodim_r": 3,
+                                                                     "update_kind": "none"}),
+    "ULPT": (["--peft_type", "PROMPT_TUNING_LODIM", "--lodim_r", "2", "--num_random_proj", "2"],
+             {"prompt_kind": "random_projection", "lodim_r": 2, "update_kind": "none"}),
+    "ADePT": (["--peft_type", "PROMPT_TUNING_LORAX", "--lora_embedding_lr", "1e-3", "--added_embedding_lr", "1e-3"],
+              {"update_kind": "tokenwise"}),
+    "ULPT prompt + SCAP update": (
+        ["--prompt_kind", "random_projection", "--update_kind", "codebook", "--sub_dim_scap", "8",
+         "--codebook_size_scap", "2"],
+        {"prompt_kind": "random_projection", "lodim_r": 2, "update_kind": "codebook", "sub_dim_scap": 8,
          "codebook_size_scap": 2},
     ),
 }  # fmt: skip
@@ -145,7 +158,8 @@ def check_run_outputs(out: Path, method: str, expected_params: int, splits: dict
         assert rows[0]["source"].startswith("sentence1:")
 
     tensors = load_file(out / "adapter_model.safetensors")
-    assert sum(t.numel() for t in tensors.values()) == expected_params  # adapter only, no backbone
+    trained = {k: t for k, t in tensors.items() if k != KEY_ULPT_PROJECTION}  # ULPT's frozen W travels along
+    assert sum(t.numel() for t in trained.values()) == expected_params  # adapter only, no backbone
     assert "step 1: {'loss'" in (out / "output.log").read_text()
 
 
@@ -159,11 +173,13 @@ def test_t5_methods_end_to_end(method, tiny_t5_dir, rte_dir, tmp_path):
     check_run_outputs(out, method, expected, {"eval": N_VALIDATION // 2, "test": N_VALIDATION // 2})
 
 
-def test_llama_dept_end_to_end(tiny_llama_dir, rte_dir, tmp_path):
+@pytest.mark.parametrize("method", ["DePT", "ULPT", "ADePT"])
+def test_llama_end_to_end(method, tiny_llama_dir, rte_dir, tmp_path):
+    flags, count_kwargs = METHODS[method]
     out = tmp_path / "run"
-    assert main(base_argv(tiny_llama_dir, rte_dir, out)) == 0
-    expected = count_adapter_params(dim=D, num_virtual_tokens=4, max_length=L, r=2).total
-    check_run_outputs(out, "DePT", expected, {"eval": N_VALIDATION // 2, "test": N_VALIDATION // 2})
+    assert main(base_argv(tiny_llama_dir, rte_dir, out, *flags)) == 0
+    expected = count_adapter_params(dim=D, num_virtual_tokens=4, max_length=L, r=2, **count_kwargs).total
+    check_run_outputs(out, method, expected, {"eval": N_VALIDATION // 2, "test": N_VALIDATION // 2})
     assert read_json(out / "run_config.json")["model_family"] == "causal"
 
 

@@ -50,6 +50,32 @@ def test_scap_parameters_go_to_the_added_group(tiny_t5_dir):
     assert sum(p.numel() for p in groups[1]["params"]) == model.count_trainable_parameters().added
 
 
+@pytest.mark.parametrize(
+    ("peft_type", "added"), [("PROMPT_TUNING_LORAX", 4), ("PROMPT_TUNING_LODIM", 0), ("PROMPT_TUNING_DPT", 0)]
+)
+def test_family_groups_hold_their_trained_tensors(peft_type, added, tiny_t5_dir):
+    """ADePT's A, a, B, b take --lora_embedding_lr; DPT/ULPT have no added group; ULPT's frozen projection
+    is in no group, and one step moves every trained tensor (ADePT's zero-initialised B and b included)."""
+    torch.manual_seed(0)
+    base = T5ForConditionalGeneration.from_pretrained(tiny_t5_dir)
+    model = get_peft_model(base, PromptTuningConfig(peft_type=peft_type, num_virtual_tokens=4, max_length=L, r=2))
+    optimizer = build_optimizer(model, learning_rate=0.3, added_embedding_lr=1e-2, weight_decay=0.0)
+    grouped = [p for group in optimizer.param_groups for p in group["params"]]
+    added_groups = [g for g in optimizer.param_groups if g["name"] == "added"]
+    assert [(len(g["params"]), g["lr"]) for g in added_groups] == ([(added, 1e-2)] if added else [])
+    assert {id(p) for p in grouped} == {id(p) for p in model.named_adapter_tensors().values()}
+    before = {k: t.detach().clone() for k, t in model.named_saved_tensors().items()}
+    ids = torch.randint(2, 100, (2, 6))
+    for _ in range(2):  # B = 0 at init: A and a get gradients from the second step on
+        model(input_ids=ids, labels=ids[:, :3].contiguous()).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = model.named_saved_tensors()
+    frozen = set(model.adapter.named_frozen_tensors())
+    for key, tensor in after.items():
+        assert torch.equal(tensor, before[key]) == (key in frozen), key
+
+
 def test_linear_schedule_matches_the_released_mrpc_log():
     """DePT MRPC run: lr 0.3 at step 500 (end of warm-up), 0.28421 at step 1000 with max_steps 10,000."""
     param = torch.nn.Parameter(torch.zeros(1))

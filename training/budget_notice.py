@@ -23,8 +23,8 @@ from training.planner.config_flags import flag_terms
 logger = logging.getLogger("train")
 
 # The method flags (ModelArguments fields) that enter each part of the budget rule.
-PREPENDED_FLAGS = ("prefix_length", "scpp", "sub_dim_scpp", "codebook_size_scpp")
-ADDED_FLAGS = ("prefix_length", "peft_type", "r", "scap", "sub_dim_scap", "codebook_size_scap")
+PREPENDED_FLAGS = ("prefix_length", "peft_type", "prompt_kind", "scpp", "sub_dim_scpp", "codebook_size_scpp", "lodim_r")
+ADDED_FLAGS = ("prefix_length", "peft_type", "update_kind", "r", "scap", "sub_dim_scap", "codebook_size_scap")
 FLAGS_PER_PART = {
     "prepended": PREPENDED_FLAGS,
     "added": ADDED_FLAGS,

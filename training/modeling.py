@@ -17,12 +17,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from peft.budget import PROMPT_KINDS, UPDATE_KINDS
 from peft.config import PEFT_TYPES as ADAPTER_PEFT_TYPES
 from peft.family import Family
 from training.head_only import load_trained_tensors
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["ADAPTER_PEFT_TYPES", "PEFT_TYPES", "PROMPT_KINDS", "UPDATE_KINDS"]  # re-exported for train.py
 BASELINE_PEFT_TYPES = ("HEAD_ONLY", "FULL")
 PEFT_TYPES = ADAPTER_PEFT_TYPES + BASELINE_PEFT_TYPES
 BASELINE_METHODS = {"HEAD_ONLY": "head-only", "FULL": "full-finetuning"}

@@ -339,9 +339,10 @@ class PromptTrainer(Seq2SeqTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Adapter runs read only ``adapter_model.safetensors`` of the checkpoint (the Trainer would prefer a
-        full ``model.safetensors`` there and load it non-strictly); every adapter tensor must be in it."""
+        full ``model.safetensors`` there and load it non-strictly); every adapter tensor must be in it (the
+        frozen ones saved with it too, e.g. ULPT's projection)."""
         model = model if model is not None else self.model
-        named = getattr(model, "named_adapter_tensors", None)
+        named = getattr(model, "named_saved_tensors", None)
         if named is None:
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             return

@@ -14,11 +14,11 @@ from training.planner.checks import ConfigError
 from training.planner.config_flags import in_flag_terms
 
 
-def resolve_text_init(model_args: Any) -> bool:
-    """--text_init, else the method's default (``peft.config.default_prompt_init``)."""
+def resolve_text_init(model_args: Any, kinds: tuple[str, str]) -> bool:
+    """--text_init, else the default of the method's (prompt kind, update kind) (``peft.config.default_prompt_init``)."""
     if model_args.text_init is not None:
         return model_args.text_init
-    return default_prompt_init(model_args.scpp, model_args.scap) == "TEXT"
+    return default_prompt_init(*kinds) == "TEXT"
 
 
 def build_peft_config(model_args: Any, data_args: Any, family: Family, token_dim: int) -> PromptTuningConfig:
@@ -37,7 +37,6 @@ def build_peft_config(model_args: Any, data_args: Any, family: Family, token_dim
         raise ConfigError(
             "--pretrain_scpp_ckpt/--pretrain_scap_ckpt are only read with --pretrain_init True."
         )
-    text_init = resolve_text_init(model_args)
     config = PromptTuningConfig(
         peft_type=model_args.peft_type,
         task_type=family.task_type,
@@ -51,7 +50,10 @@ def build_peft_config(model_args: Any, data_args: Any, family: Family, token_dim
         scap=model_args.scap,
         sub_dim_scap=model_args.sub_dim_scap,
         codebook_size_scap=model_args.codebook_size_scap,
-        prompt_tuning_init="TEXT" if text_init else "RANDOM",
+        lodim_r=model_args.lodim_r,
+        num_random_proj=model_args.num_random_proj,
+        prompt_kind=model_args.prompt_kind,
+        update_kind=model_args.update_kind,
         prompt_tuning_init_text=model_args.prompt_tuning_init_text,
         tokenizer_name_or_path=model_args.tokenizer_name or model_args.model_name_or_path,
         base_model_name_or_path=model_args.model_name_or_path,
@@ -59,6 +61,7 @@ def build_peft_config(model_args: Any, data_args: Any, family: Family, token_dim
         pretrain_scap_ckpt=scap_ckpt,
         enforce_budget=model_args.enforce_budget,
     )
+    config.prompt_tuning_init = "TEXT" if resolve_text_init(model_args, config.kinds) else "RANDOM"
     try:
         config.validate(token_dim=token_dim)
     except ValueError as exc:

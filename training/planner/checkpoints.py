@@ -13,7 +13,7 @@ from peft import PromptTuningConfig
 from peft.config import SHAPE_FIELDS
 from peft.encoders import ADAPTER_KEYS, PromptAdapter
 from peft.family import Family
-from peft.io import check_adapter_state, read_adapter_tensors
+from peft.io import check_adapter_state, read_adapter_tensors, with_original_projection
 from training.planner.checks import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -27,23 +27,7 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
     or a legacy .bin with weights_only=True) before any model weights load.
     """
     path = Path(model_args.peft_model_id)
-    flag = f"--peft_model_id {path}"
-    try:
-        config = PromptTuningConfig.from_pretrained(path)
-        config.validate(token_dim=token_dim, check_init=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{flag}: {exc}") from exc
-    if config.token_dim is not None and config.token_dim != token_dim:
-        raise ConfigError(
-            f"{flag}: the adapter was saved for token_dim (d) {config.token_dim}, but "
-            f"{model_args.model_name_or_path} has d={token_dim}."
-        )
-    if config.task_type is not None and config.task_type != family.task_type:
-        raise ConfigError(
-            f"{flag}: the adapter was saved for task_type {config.task_type}, but "
-            f"{model_args.model_name_or_path} is a {family} model ({family.task_type})."
-        )
-    check_adapter_tensors(path, config, token_dim, flag, with_head=family.classification_head)
+    config = check_saved_adapter(path, token_dim, family, f"--peft_model_id {path}", model_args.model_name_or_path)
     cli = {
         "peft_type": model_args.peft_type,
         "num_virtual_tokens": model_args.prefix_length,
@@ -51,6 +35,10 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
         "max_length": data_args.max_seq_length,
         "scpp": model_args.scpp,
         "scap": model_args.scap,
+        "lodim_r": model_args.lodim_r,
+        "num_random_proj": model_args.num_random_proj,
+        "prompt_kind": model_args.prompt_kind,
+        "update_kind": model_args.update_kind,
     }
     differing = {k: (v, getattr(config, k)) for k, v in cli.items() if getattr(config, k) != v}
     if differing:
@@ -60,6 +48,30 @@ def load_saved_adapter_config(model_args: Any, data_args: Any, token_dim: int, f
             path,
             ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in differing.items()),
         )
+    return config
+
+
+def check_saved_adapter(
+    folder: str | Path, token_dim: int, family: Family, flag: str, model_name: str
+) -> PromptTuningConfig:
+    """The config of a saved adapter folder, checked against the model (width d, family) and against the
+    tensors in the folder (read safely, every tensor present and finite, nothing foreign) before any model
+    weights load; used by ``train.py --peft_model_id`` and ``scripts/predict.py --adapter``."""
+    try:
+        config = PromptTuningConfig.from_pretrained(folder)
+        config.validate(token_dim=token_dim, check_init=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+    if config.token_dim is not None and config.token_dim != token_dim:
+        raise ConfigError(
+            f"{flag}: the adapter was saved for token_dim (d) {config.token_dim}, but {model_name} has d={token_dim}."
+        )
+    if config.task_type is not None and config.task_type != family.task_type:
+        raise ConfigError(
+            f"{flag}: the adapter was saved for task_type {config.task_type}, but {model_name} is a {family} "
+            f"model ({family.task_type})."
+        )
+    check_adapter_tensors(folder, config, token_dim, flag, with_head=family.classification_head)
     return config
 
 
@@ -83,8 +95,9 @@ def check_adapter_tensors(
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{flag}: {exc}") from exc
     with torch.device("meta"):
-        expected = PromptAdapter(config, token_dim).named_adapter_tensors()
+        expected = PromptAdapter(config, token_dim).named_saved_tensors()
     try:
+        state = with_original_projection(state, expected, folder)
         check_adapter_state(state, expected if keys is None else keys, flag)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -123,7 +123,9 @@ def check_baseline(model_args: Any, model_config: PretrainedConfig, family: Fami
         raise ConfigError(
             f"--peft_type HEAD_ONLY trains a classification head; {model_config.model_type} is a {family} model."
         )
-    if model_args.scpp or model_args.scap or (model_args.peft_model_id and model_args.peft_type != "HEAD_ONLY"):
+    kinds = model_args.prompt_kind or model_args.update_kind
+    if model_args.scpp or model_args.scap or kinds or (model_args.peft_model_id and model_args.peft_type != "HEAD_ONLY"):
         raise ConfigError(
-            f"--scpp/--scap/--peft_model_id need an adapter; --peft_type {model_args.peft_type} has none."
+            f"--scpp/--scap/--prompt_kind/--update_kind/--peft_model_id need an adapter; --peft_type "
+            f"{model_args.peft_type} has none."
         )

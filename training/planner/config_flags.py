@@ -21,7 +21,7 @@ CONFIG_FLAGS = {
         for name in (
             "peft_type", "r", "scpp", "scap", "sub_dim_scpp", "codebook_size_scpp", "sub_dim_scap",
             "codebook_size_scap", "prompt_tuning_init_text", "enforce_budget", "pretrain_scpp_ckpt",
-            "pretrain_scap_ckpt",
+            "pretrain_scap_ckpt", "lodim_r", "num_random_proj", "prompt_kind", "update_kind",
         )
     },
 }  # fmt: skip

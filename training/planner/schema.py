@@ -134,6 +134,8 @@ RULES: dict[str, Number | Location] = {
     "codebook_size_scpp": at_least(1),
     "sub_dim_scap": at_least(1, "it must divide the model width d"),
     "codebook_size_scap": at_least(1),
+    "lodim_r": at_least(1, "r_p, the rank of the DPT / ULPT prompt"),
+    "num_random_proj": at_least(1, "G, ULPT's random projections (must divide --prefix_length)"),
     "model_name_or_path": Location("dir_or_hub"),
     "tokenizer_name": Location("dir_or_hub"),
     "peft_model_id": Location("dir", "a saved adapter folder (adapter_config.json and its weights)"),
@@ -287,6 +289,20 @@ def declared_type_problem(value: Any, annotation: Any) -> str | None:
         if isinstance(value, kinds) and (option is bool or not isinstance(value, bool)):
             return None
     return " or ".join(_TYPE_WORDS[option] for option in plain)
+
+
+def check_device(device: str) -> None:
+    """A ``--device`` that exists on this machine (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--device {device}: not a device name ({exc}); use cpu or cuda.") from exc
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {device}: no such CUDA device on this machine; use --device cpu.")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available on this machine; use --device cpu.")
 
 
 def check_relations(model_args: Any, data_args: Any, training_args: Any) -> None:
