@@ -148,7 +148,6 @@ def test_a_file_size_limit_mid_run_is_one_line_and_the_rerun_finishes(tiny_t5_di
     errors = [line for line in limited.stderr.splitlines() if line.startswith("error: ")]
     assert limited.returncode == 1 and len(errors) == 1 and "Traceback" not in limited.stderr, limited.stderr
     assert "file-size limit" in errors[0]
-    again = subprocess.run([*argv, "--overwrite_output_dir"], cwd=REPO_ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    again = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "all_results.json").is_file()
