@@ -28,17 +28,13 @@ from data.preprocess import PaddingCollator, max_target_length, tokenize_splits
 from peft.config import DEFAULT_INIT_TEXT
 from training.arguments_compat import LegacyTrainingFlags
 from training.budget_notice import library_budget_warnings_off, warn_budget
-from training.console import interrupted_message, metrics_line, plan_lines, say, use_console_progress
+from training.console import metrics_line, plan_lines, say, use_console_progress
 from training.distributed import close_process_group
 from training.evaluation import SplitReferences, TaskMetrics
-from training.failures import describe_failure, record_traceback
 from training.identity import write_identity
 from training.interrupts import interrupts_kept
+from training.lifecycle import RunLifecycle
 from training.logs import (
-    CONSOLE,
-    LOG_ONLY,
-    attach_log_file,
-    detach_log_file,
     is_verbose_level,
     restore_logging,
     set_console_verbose,
@@ -59,10 +55,6 @@ from training.outputs import save_split_metrics, write_all_results, write_predic
 from training.planner import ConfigError, RunPlan, plan_run
 from training.planner.schema import check_flags
 from training.run_dir import (
-    OutputDirBusy,
-    OutputDirLock,
-    OutputDirReadOnly,
-    RunDirError,
     is_finished,
     prepare_output_dir,
     refuse_nested_runs,
@@ -73,9 +65,6 @@ from training.sources import check_sources
 from training.trainer import NonFiniteLossError, PromptTrainer
 
 logger = logging.getLogger("train")
-# Exit status when another running process holds the --output_dir (EX_TEMPFAIL: try again later); a grid
-# runner counts such a run as held by another worker, not as failed.
-EXIT_BUSY = 75
 
 
 @dataclass
@@ -354,17 +343,44 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
 def main(argv: list[str] | None = None) -> int:
     """Run one training/evaluation job; returns the process exit code (0 success, 1 stopped by a failure:
     a NaN loss, a full disk, ... with one line saying what and the fix, 2 bad input, 75 the --output_dir is in
-    use by another running process, 130 interrupted by Ctrl-C)."""
+    use by another running process, 130 interrupted by Ctrl-C; ``training.lifecycle``)."""
     setup_logging()
+    life = RunLifecycle()
     try:
-        return _main(argv)
-    except Exception as exc:  # before the run folder's log exists: the traceback goes to a file of its own
-        where = record_traceback(exc, None)
-        logger.error("%s; the traceback is in %s", describe_failure(exc).rstrip("."), where or "no file (disk full)")
-        return 1
+        with life:
+            life.exit_code = start(argv, life)
     finally:
         close_process_group()
         restore_logging()
+    return life.exit_code
+
+
+def start(argv: list[str] | None, life: RunLifecycle) -> int:
+    """Parse, lock the output folder, pass the gate, prepare the folder, then ``run`` with its log open."""
+    model_args, data_args, training_args = parse_args(argv)
+    set_console_verbose(is_verbose_level(training_args.log_level))
+    output_dir = Path(training_args.output_dir)
+    overwrite = training_args.overwrite_output_dir
+    life.lock(output_dir, main_process=training_args.process_index == 0, overwrite=overwrite)
+    check_sources(model_args, data_args)
+    with library_budget_warnings_off():
+        plan = plan_run(model_args, data_args, training_args)  # compares a recorded run's identity
+    if is_finished(output_dir) and not overwrite:
+        return report_finished(output_dir)
+    refuse_nested_runs(output_dir)
+    warn_budget(plan.peft_config, plan.token_dim, model_args)
+    with interrupts_kept():
+        raw_splits = load_data(data_args, training_args, plan)
+    if life.holds_lock:
+        prepare_output_dir(
+            output_dir, overwrite=overwrite,
+            starts_training=training_args.do_train and plan.resume_from_checkpoint is None,
+            inputs=input_paths(model_args, data_args, plan.resume_from_checkpoint),
+        )  # fmt: skip
+    set_library_verbosity(training_args.get_process_log_level())
+    continues = plan.resume_from_checkpoint is not None or training_finished(output_dir)
+    life.open_log(output_dir / "output.log", append=continues, enabled=training_args.should_save)
+    return run(model_args, data_args, training_args, plan, raw_splits)
 
 
 def input_paths(
@@ -379,48 +395,6 @@ def input_paths(
     return {**paths, "--data_dir": data_args.data_dir, "--resume_from_checkpoint": resume_from}
 
 
-def _main(argv: list[str] | None) -> int:
-    lock = None
-    try:
-        try:
-            model_args, data_args, training_args = parse_args(argv)
-            set_console_verbose(is_verbose_level(training_args.log_level))
-            output_dir = Path(training_args.output_dir)
-            if training_args.process_index == 0:
-                lock = OutputDirLock(output_dir)
-                try:
-                    lock.acquire()  # before any look at the folder: nothing checked below can change meanwhile
-                except OutputDirReadOnly:  # an archived finished run is still "nothing to do"
-                    if training_args.overwrite_output_dir or not is_finished(output_dir):
-                        raise
-            check_sources(model_args, data_args)
-            with library_budget_warnings_off():
-                plan = plan_run(model_args, data_args, training_args)  # compares a recorded run's identity
-            if is_finished(output_dir) and not training_args.overwrite_output_dir:
-                return report_finished(output_dir)
-            refuse_nested_runs(output_dir)
-            warn_budget(plan.peft_config, plan.token_dim, model_args)
-            with interrupts_kept():
-                raw_splits = load_data(data_args, training_args, plan)
-            if lock is not None:
-                prepare_output_dir(
-                    output_dir,
-                    overwrite=training_args.overwrite_output_dir,
-                    starts_training=training_args.do_train and plan.resume_from_checkpoint is None,
-                    inputs=input_paths(model_args, data_args, plan.resume_from_checkpoint),
-                )
-        except (ConfigError, RunDirError) as exc:
-            logger.error("%s", " ".join(str(exc).split()))  # one line, also for a library's multi-line message
-            return EXIT_BUSY if isinstance(exc, OutputDirBusy) else 2
-        except KeyboardInterrupt:
-            logger.warning("interrupted before the run started; nothing was written.", extra=CONSOLE)
-            return 130
-        return run_logged(model_args, data_args, training_args, plan, raw_splits)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
 def report_finished(output_dir: Path) -> int:
     """A finished run is not redone: one line, exit 0."""
     say(
@@ -429,37 +403,6 @@ def report_finished(output_dir: Path) -> int:
         output_dir,
     )
     return 0
-
-
-def run_logged(
-    model_args: ModelArguments,
-    data_args: DataTrainingArguments,
-    training_args: TrainingArguments,
-    plan: RunPlan,
-    raw_splits,
-) -> int:
-    """``run`` with ``output.log`` attached (appended to when the run continues an earlier one)."""
-    set_library_verbosity(training_args.get_process_log_level())
-    output_dir = Path(training_args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    log_file = None
-    continues = plan.resume_from_checkpoint is not None or training_finished(output_dir)
-    if training_args.should_save:
-        log_file = attach_log_file(output_dir / "output.log", append=continues)
-    try:
-        return run(model_args, data_args, training_args, plan, raw_splits)
-    except KeyboardInterrupt:
-        logger.warning(
-            "%s", interrupted_message(output_dir, training_args.overwrite_output_dir), extra=CONSOLE
-        )
-        return 130
-    except Exception as exc:  # a failure no check foresaw: one line, the traceback into output.log
-        logger.exception("run failed", extra=LOG_ONLY)
-        logger.error("%s; the traceback is in %s", describe_failure(exc).rstrip("."), output_dir / "output.log")
-        return 1
-    finally:
-        if log_file is not None:
-            detach_log_file(log_file)
 
 
 def run(

@@ -22,9 +22,9 @@ from typing import IO
 
 from filelock import FileLock, Timeout
 
+from training.contract import EXIT_BUSY, EXIT_INTERRUPTED, LOCK_NAME
+
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
-LOCK_NAME = ".train.lock"  # training/run_dir.py's OutputDirLock
-EXIT_STOPPED, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 75, 130
 
 FINISHED, FAILED, HELD, INTERRUPTED = "finished", "failed", "held", "interrupted"
 

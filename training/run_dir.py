@@ -33,13 +33,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from training.contract import LOCK_NAME
 from training.identity import IDENTITY_NAME
 from training.manifest import MANIFEST_NAME, manifest_problem
 from training.outputs import ALL_RESULTS, RESULTS_SUFFIX, RUN_CONFIG
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = ".train.lock"
 PREVIOUS_SUFFIX = ".previous"
 TRAIN_RESULTS = "train_results.json"
 OUTPUT_LOG = "output.log"
