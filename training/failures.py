@@ -36,6 +36,22 @@ def os_error_number(exc: BaseException) -> int | None:
     return None
 
 
+def write_cut_short(exc: BaseException) -> bool:
+    """torch's zip writer reports a short write without an errno ("unexpected pos ... vs ...")."""
+    text = str(exc)
+    return "inline_container" in text and ("unexpected pos" in text or "write" in text)
+
+
+def file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (``ulimit -f``), or None when there is none."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
 def describe_failure(exc: BaseException) -> str:
     """What failed and the fix, in one line."""
     number = os_error_number(exc)
@@ -43,8 +59,10 @@ def describe_failure(exc: BaseException) -> str:
     target = f" while writing {where}" if where else ""
     if number == errno.ENOSPC:
         return f"no space left on the device{target}: free some space, {RERUN}."
-    if number == errno.EFBIG:
+    if number == errno.EFBIG or (number is None and write_cut_short(exc) and file_size_limit() is not None):
         return f"a file grew past the file-size limit{target} (ulimit -f): raise the limit, {RERUN}."
+    if number is None and write_cut_short(exc):
+        return f"a file write was cut short{target} (is the disk full?): free some space, {RERUN}."
     if number in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write{target} ({errno.errorcode[number]}): choose an --output_dir you can write to."
     if number == errno.ENOMEM or isinstance(exc, MemoryError) or any(
